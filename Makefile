@@ -1,0 +1,31 @@
+# Two commands do all the set-up on a fresh machine:
+#   make demo   - virtual environment, install, sample data, then the main job on a default
+#   make test   - the same set-up, then the test suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+EXTRAS ?= cpu,test
+DEMO_OUT ?= demo-out
+
+.PHONY: demo test install data clean
+
+$(STAMP): setup.cfg setup.py constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[$(EXTRAS)]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+data: $(STAMP)
+	$(BIN)/cryoem-denoise fetch
+
+demo: data
+	$(BIN)/cryoem-denoise info $$($(BIN)/cryoem-denoise fetch epu2.9_example.mrc fei-extended.mrc)
+
+test: data
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) $(DEMO_OUT) build *.egg-info .pytest_cache

@@ -1,0 +1,37 @@
+"""Shared fixtures: small MRC files made on the fly, and the fetched sample data."""
+
+import mrcfile
+import numpy as np
+import pytest
+
+
+@pytest.fixture
+def make_mrc(tmp_path):
+    """``make_mrc(data, name='x.mrc', voxel_size=1.5, stack=False)`` writes an MRC file."""
+
+    def _make(data, name="image.mrc", voxel_size=1.5, stack=False):
+        path = tmp_path / name
+        with mrcfile.new(path, overwrite=True) as mrc:
+            mrc.set_data(np.asarray(data))
+            if stack:
+                mrc.set_image_stack()
+            mrc.voxel_size = voxel_size
+        return path
+
+    return _make
+
+
+@pytest.fixture
+def smooth_image():
+    """A 96x80 float32 image on [0, 255] with structure at several scales."""
+    y, x = np.mgrid[0:96, 0:80].astype(np.float32)
+    img = 120 + 60 * np.sin(x / 7.0) * np.cos(y / 11.0) + 40 * np.exp(-((x - 40) ** 2 + (y - 50) ** 2) / 200)
+    return img.astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def sample_files():
+    """Paths of the real sample data (fetched by ``make test``; fetched here if missing)."""
+    from cryoem_denoise import datasets
+
+    return datasets.fetch()
