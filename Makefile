@@ -7,8 +7,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 EXTRAS ?= cpu,test
 DEMO_OUT ?= demo-out
+DEMO_STEPS ?= 1500
 
-.PHONY: demo test install data clean
+.PHONY: demo test install data benchmarks clean
 
 $(STAMP): setup.cfg setup.py constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,9 +24,14 @@ data: $(STAMP)
 
 demo: data
 	$(BIN)/cryoem-denoise info $$($(BIN)/cryoem-denoise fetch epu2.9_example.mrc fei-extended.mrc)
+	$(BIN)/cryoem-denoise fit --tiny --intensity percentile --steps $(DEMO_STEPS) \
+		--out $(DEMO_OUT)/model --overwrite
 
 test: data
 	$(BIN)/python -m pytest -q
+
+benchmarks: data
+	cd benchmarks && ../$(BIN)/python bench_training.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) build *.egg-info .pytest_cache

@@ -58,8 +58,11 @@ def _describe_os_error(exc):
 
 
 @contextlib.contextmanager
-def atomic_output(path, *, overwrite=False, protected=()):
+def atomic_output(path, *, overwrite=False, protected=(), suffix=".part"):
     """Yield a temporary path; on success move it to ``path``.
+
+    ``suffix`` ends the temporary name, for writers that insist on an extension
+    (Keras wants ``.weights.h5``).
 
     The temporary file lives beside ``path`` (same filesystem, so the final rename is
     atomic). If the body raises, or the move fails, the temporary file is removed and
@@ -74,7 +77,7 @@ def atomic_output(path, *, overwrite=False, protected=()):
     path = Path(path)
     check_output_path(path, overwrite=overwrite, protected=protected)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     except OSError as exc:
         raise OutputError(_describe_os_error(exc), path) from exc
     os.close(fd)

@@ -35,3 +35,19 @@ def sample_files():
     from cryoem_denoise import datasets
 
     return datasets.fetch()
+
+
+@pytest.fixture
+def clean_mrc(make_mrc):
+    """``clean_mrc(name, shape, seed)``: a smooth random 'micrograph' (blobs on a gradient)."""
+
+    def _make(name="clean.mrc", shape=(160, 144), seed=0, stack=False):
+        from scipy.ndimage import gaussian_filter
+
+        rng = np.random.default_rng(seed)
+        data = rng.normal(0, 1, shape)
+        data = gaussian_filter(data, sigma=[0] * (data.ndim - 2) + [3, 3]) * 20
+        data += 5 * np.linspace(0, 1, shape[-2])[:, None] + 100
+        return make_mrc(data.astype(np.float32), name, stack=stack)
+
+    return _make

@@ -1,0 +1,195 @@
+"""Settings of a run, as dataclasses with a JSON round trip and validation.
+
+Every value a run depends on lives here, and the config is saved with what the run makes
+(``config.json`` in a model folder, the ``config`` field of a benchmark's JSON). Defaults are
+the paper's values (``shared/PAPER.md`` in the project's notes, summarised in each field's
+comment); where the paper is ambiguous the default is our reading and the field is the way to
+try the other.
+"""
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+
+from cryoem_denoise.errors import ConfigError
+from cryoem_denoise.noise import SigmaSpec
+
+PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+OPTIMIZERS = ("adam", "sgd", "rmsprop")
+STRATEGIES = ("auto", "default", "mirrored", "multiworker")
+
+#: The paper's Table 2 optimiser experiments: (G optimiser, G lr, D optimiser, D lr).
+EXPERIMENTS = {
+    "1011": ("adam", 1e-4, "sgd", 1e-5),
+    "1010": ("adam", 1e-4, "sgd", 1e-4),
+    "1009": ("adam", 1e-5, "sgd", 5e-4),
+    "1005": ("adam", 1e-5, "adam", 5e-5),
+}
+
+
+@dataclass
+class ModelConfig:
+    """Generator (pix2pix U-Net) and critic (PatchGAN) shape.
+
+    The defaults build the original pix2pix ``unet_256``: 8 encoder blocks of 4x4 stride-2
+    convolutions with ngf x (1, 2, 4, 8, 8, 8, 8, 8) filters, 7 transposed-convolution decoder
+    blocks with skips, dropout 0.5 on the first 3, tanh output; 54,419,713 parameters for one
+    channel. The critic is pix2pix's 70x70 PatchGAN with a linear output.
+    """
+
+    tile: int = 256                 # training tile side; must be divisible by 2**depth
+    channels: int = 1
+    ngf: int = 64                   # generator filters in the first layer
+    depth: int = 8                  # encoder blocks (8 = unet_256)
+    max_mult: int = 8               # filters stop growing at ngf * max_mult
+    dropout: float = 0.5            # on the first `dropout_blocks` decoder blocks
+    dropout_blocks: int = 3
+    residual: bool = False          # global residual: output = input - predicted noise
+    ndf: int = 64                   # critic filters in the first layer
+    critic_layers: int = 3          # PatchGAN n_layers (3 -> 70x70 receptive field)
+    critic_conditional: bool = True  # critic sees (noisy, candidate) channel-concatenated
+    critic_norm: str = "batch"      # 'batch' (pix2pix) or 'none'
+
+    def validate(self):
+        if self.depth < 1 or self.tile % (2 ** self.depth):
+            raise ConfigError(f"tile {self.tile} must be divisible by 2**depth = {2 ** self.depth}")
+        for name in ("ngf", "ndf", "channels", "max_mult"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"model {name} must be at least 1")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.critic_norm not in ("batch", "none"):
+            raise ConfigError(f"critic_norm must be 'batch' or 'none', got {self.critic_norm!r}")
+        if self.critic_layers < 1:
+            raise ConfigError("critic_layers must be at least 1")
+
+
+@dataclass
+class DataConfig:
+    """Training data: what is read, how it is scaled, cropped and degraded."""
+
+    sigma: str = "10:80"            # noise sigma on [0,255]: fixed '40' or a range '10:80'
+    intensity: str = "minmax"       # per-image scaling to [0,255]: 'minmax' or 'percentile'
+    percentiles: tuple = (0.1, 99.9)
+    augment: bool = True            # random flips and 90-degree rotations of crops
+    validation_fraction: float = 0.1  # held-out share (whole sections, or a band of rows)
+    validation_tiles: int = 16      # fixed noisy/clean crops scored during training
+    min_side_fraction: float = 0.5  # images smaller than this x tile are refused, not padded
+
+    def validate(self):
+        SigmaSpec.parse(self.sigma)
+        if self.intensity not in ("minmax", "percentile"):
+            raise ConfigError(f"intensity must be 'minmax' or 'percentile', got {self.intensity!r}")
+        if not 0 <= self.validation_fraction < 1:
+            raise ConfigError("validation_fraction must be in [0, 1)")
+
+
+@dataclass
+class TrainConfig:
+    """The WGAN optimisation: losses, optimisers, precision, distribution, bookkeeping."""
+
+    steps: int = 10000
+    batch_size: int = 4             # global batch (split across replicas)
+    g_optimizer: str = "adam"       # the paper: Adam for G ...
+    g_lr: float = 1e-4
+    d_optimizer: str = "sgd"        # ... and SGD for D (experiment 1011, its best)
+    d_lr: float = 1e-5
+    adam_beta1: float = 0.5         # pix2pix's Adam beta1 (the paper does not say)
+    clip: float = 0.001             # WGAN weight clipping of every critic weight to [-c, c]
+    n_critic: int = 1               # critic updates per generator update
+    gray_lambda: float = 0.1        # lambda of the gray constraint (Eq. 5)
+    gray_scale: str = "model"       # gray constraint on the model's [-1,1] scale or 'unit255'
+    gray_reduction: str = "sum"     # Eq. 8: per-image 'sum' of squared errors, or 'mean'
+    precision: str = "auto"         # auto: mixed_float16 on GPU, float32 on CPU
+    strategy: str = "auto"          # auto: multiworker if TF_CONFIG, mirrored if >1 GPU
+    deterministic: bool = True      # TF op determinism: same seed -> same weights
+    seed: int = 0
+    log_every: int = 500            # losses to CSV/TensorBoard (the paper: every 500 steps)
+    validate_every: int = 1000
+    checkpoint_every: int = 500
+
+    def validate(self):
+        for name in ("steps", "batch_size", "n_critic", "log_every", "validate_every",
+                     "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("g_optimizer", "d_optimizer"):
+            if getattr(self, name) not in OPTIMIZERS:
+                raise ConfigError(f"{name} must be one of {', '.join(OPTIMIZERS)}")
+        for name in ("g_lr", "d_lr", "clip"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.gray_lambda < 0:
+            raise ConfigError("gray_lambda must not be negative")
+        if self.gray_scale not in ("model", "unit255"):
+            raise ConfigError("gray_scale must be 'model' or 'unit255'")
+        if self.gray_reduction not in ("sum", "mean"):
+            raise ConfigError("gray_reduction must be 'sum' or 'mean'")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}")
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"strategy must be one of {', '.join(STRATEGIES)}")
+
+    def apply_experiment(self, name):
+        """Set the optimisers of one of the paper's Table 2 experiments."""
+        if name not in EXPERIMENTS:
+            raise ConfigError(f"unknown experiment {name!r} (known: {', '.join(EXPERIMENTS)})")
+        self.g_optimizer, self.g_lr, self.d_optimizer, self.d_lr = EXPERIMENTS[name]
+
+
+@dataclass
+class FitConfig:
+    """Everything ``fit`` needs; saved as a model folder's ``config.json``."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self):
+        self.model.validate()
+        self.data.validate()
+        self.train.validate()
+        return self
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    def to_json(self):
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_dict(cls, data):
+        """Build from a dict; unknown keys are an error (a typo must not pass silently)."""
+        parts = {}
+        for f in dataclasses.fields(cls):
+            sub_cls = f.default_factory
+            values = dict(data.get(f.name, {}))
+            known = {sf.name for sf in dataclasses.fields(sub_cls)}
+            extra = set(values) - known
+            if extra:
+                raise ConfigError(f"unknown {f.name} setting(s): {', '.join(sorted(extra))}")
+            if "percentiles" in values:
+                values["percentiles"] = tuple(values["percentiles"])
+            parts[f.name] = sub_cls(**values)
+        extra = set(data) - {f.name for f in dataclasses.fields(cls)}
+        if extra:
+            raise ConfigError(f"unknown config section(s): {', '.join(sorted(extra))}")
+        return cls(**parts)
+
+    @classmethod
+    def from_json(cls, text):
+        try:
+            return cls.from_dict(json.loads(text))
+        except (json.JSONDecodeError, TypeError) as exc:
+            raise ConfigError(f"invalid config JSON: {exc}") from None
+
+
+def tiny_config(**train):
+    """A small, fast configuration for tests and demos (64x64 tiles, 8 filters)."""
+    cfg = FitConfig(model=ModelConfig(tile=64, ngf=8, depth=6, ndf=8),
+                    data=DataConfig(validation_tiles=4),
+                    train=TrainConfig(steps=20, batch_size=2, log_every=5, validate_every=10,
+                                      checkpoint_every=10))
+    for key, value in train.items():
+        setattr(cfg.train, key, value)
+    return cfg.validate()

@@ -1,0 +1,158 @@
+"""The generator (pix2pix U-Net) and the critic (PatchGAN with a linear output).
+
+Both follow the original pix2pix (Isola et al., 2017) that the paper builds on:
+
+Generator, ``unet_256`` by default
+    encoder: ``depth`` blocks of 4x4 stride-2 convolutions, filters ngf x (1, 2, 4, 8, 8, ...)
+    capped at ``ngf * max_mult``; LeakyReLU(0.2) before each block but the first; BatchNorm
+    after each but the first (as in TensorFlow's pix2pix; PyTorch's leaves out the innermost
+    too). Convolutions followed by BatchNorm have no bias, so the 1-channel default has
+    54,419,713 parameters (Keras counts BatchNorm's moving statistics). Decoder: ``depth - 1`` blocks of ReLU, 4x4
+    stride-2 transposed convolution, BatchNorm, dropout 0.5 on the first ``dropout_blocks``,
+    then concatenation with the mirror encoder block; a last ReLU + transposed convolution to
+    the image channels and tanh (or, with ``residual``, a linear noise estimate subtracted
+    from the input). Images enter and leave on the [-1, 1] scale.
+Critic
+    pix2pix's n-layer PatchGAN (70x70 receptive field for 3 layers): 4x4 convolutions with
+    1-pixel zero padding, LeakyReLU(0.2), BatchNorm after all but the first; the last layer
+    is linear (no sigmoid, as WGAN requires) and gives one score per patch. By default it is
+    conditional: it sees the noisy input and the candidate clean image side by side.
+
+Weights start from N(0, 0.02) and BatchNorm scales from N(1, 0.02), as in pix2pix.
+"""
+
+import keras
+from keras import layers
+
+
+def _init():
+    return keras.initializers.RandomNormal(0.0, 0.02)
+
+
+def _batch_norm(sync):
+    # PyTorch momentum 0.1 == Keras momentum 0.9; pix2pix's epsilon 1e-5.
+    return layers.BatchNormalization(momentum=0.9, epsilon=1e-5, synchronized=sync,
+                                     gamma_initializer=keras.initializers.RandomNormal(1.0, 0.02))
+
+
+def _filters(cfg_ngf, level, max_mult):
+    return cfg_ngf * min(2 ** level, max_mult)
+
+
+def build_generator(cfg, sync_batch_norm=False, seed=None):
+    """The pix2pix U-Net of ``cfg`` (a :class:`~cryoem_denoise.config.ModelConfig`).
+
+    The network is fully convolutional: it accepts any ``(h, w)`` divisible by
+    ``2 ** cfg.depth``, though it is trained on ``cfg.tile`` squares.
+    """
+    inputs = keras.Input((None, None, cfg.channels), name="noisy")
+    x = inputs
+    skips = []
+    for level in range(cfg.depth):
+        if level > 0:
+            x = layers.LeakyReLU(0.2)(x)
+        x = layers.Conv2D(_filters(cfg.ngf, level, cfg.max_mult), 4, strides=2, padding="same",
+                          use_bias=False, kernel_initializer=_init(), name=f"enc{level + 1}")(x)
+        if level > 0:
+            x = _batch_norm(sync_batch_norm)(x)
+        skips.append(x)
+    for i, level in enumerate(range(cfg.depth - 2, -1, -1)):
+        x = layers.ReLU()(x)
+        x = layers.Conv2DTranspose(_filters(cfg.ngf, level, cfg.max_mult), 4, strides=2,
+                                   padding="same", use_bias=False, kernel_initializer=_init(),
+                                   name=f"dec{i + 1}")(x)
+        x = _batch_norm(sync_batch_norm)(x)
+        if i < cfg.dropout_blocks and cfg.dropout > 0:
+            x = layers.Dropout(cfg.dropout, seed=None if seed is None else seed + i)(x)
+        x = layers.Concatenate()([x, skips[level]])
+    x = layers.ReLU()(x)
+    x = layers.Conv2DTranspose(cfg.channels, 4, strides=2, padding="same",
+                               kernel_initializer=_init(), name="out_conv")(x)
+    if cfg.residual:
+        noise = layers.Activation("linear", dtype="float32", name="noise")(x)
+        outputs = layers.Subtract(dtype="float32", name="denoised")(
+            [layers.Activation("linear", dtype="float32")(inputs), noise])
+    else:
+        outputs = layers.Activation("tanh", dtype="float32", name="denoised")(x)
+    return keras.Model(inputs, outputs, name="generator")
+
+
+def build_critic(cfg, sync_batch_norm=False):
+    """The PatchGAN critic of ``cfg``: linear scores, one per patch, float32."""
+    channels = cfg.channels * (2 if cfg.critic_conditional else 1)
+    inputs = keras.Input((None, None, channels), name="critic_input")
+    x = inputs
+    n = cfg.critic_layers
+    for i in range(n + 1):
+        stride = 2 if i < n else 1
+        x = layers.ZeroPadding2D(1)(x)
+        norm = i > 0 and cfg.critic_norm == "batch"
+        x = layers.Conv2D(cfg.ndf * min(2 ** i, 8), 4, strides=stride, use_bias=not norm,
+                          kernel_initializer=_init(), name=f"critic{i + 1}")(x)
+        if norm:
+            x = _batch_norm(sync_batch_norm)(x)
+        x = layers.LeakyReLU(0.2)(x)
+    x = layers.ZeroPadding2D(1)(x)
+    scores = layers.Conv2D(1, 4, strides=1, kernel_initializer=_init(), dtype="float32",
+                           name="score")(x)
+    return keras.Model(inputs, scores, name="critic")
+
+
+def receptive_field(cfg):
+    """Receptive field of the critic in pixels (70 for pix2pix's 3-layer PatchGAN)."""
+    field = 1
+    strides = [2] * cfg.critic_layers + [1, 1]
+    for s in reversed(strides):
+        field = (field - 1) * s + 4
+    return field
+
+
+def generator_flops(cfg, height=None, width=None):
+    """Multiply-adds x 2 of one generator forward pass on an ``(height, width)`` image."""
+    h = height or cfg.tile
+    w = width or cfg.tile
+    flops = 0
+    cin = cfg.channels
+    sizes = []
+    for level in range(cfg.depth):
+        h, w = h // 2, w // 2
+        cout = _filters(cfg.ngf, level, cfg.max_mult)
+        flops += 2 * h * w * cout * cin * 16
+        sizes.append(cout)
+        cin = cout
+    for level in range(cfg.depth - 2, -1, -1):
+        h, w = h * 2, w * 2
+        cout = _filters(cfg.ngf, level, cfg.max_mult)
+        flops += 2 * (h // 2) * (w // 2) * cout * cin * 16  # transposed conv: per input pixel
+        cin = cout + sizes[level]
+    flops += 2 * h * w * cfg.channels * cin * 16
+    return flops
+
+
+def critic_flops(cfg, height=None, width=None):
+    """Multiply-adds x 2 of one critic forward pass on an ``(height, width)`` image."""
+    h = (height or cfg.tile) + 2
+    w = (width or cfg.tile) + 2
+    cin = cfg.channels * (2 if cfg.critic_conditional else 1)
+    flops = 0
+    n = cfg.critic_layers
+    for i in range(n + 2):
+        stride = 2 if i < n else 1
+        cout = cfg.ndf * min(2 ** i, 8) if i <= n else 1
+        h, w = (h - 4) // stride + 1, (w - 4) // stride + 1
+        flops += 2 * h * w * cout * cin * 16
+        cin = cout
+        h, w = h + 2, w + 2
+    return flops
+
+
+def train_step_flops(cfg, n_critic=1):
+    """Estimated FLOPs of one WGAN step per crop (backward = 2x forward convention).
+
+    Critic update: G forward, D forward on real and fake, D backward on both (weights);
+    generator update: G forward, D forward, backward through D (inputs) and G (weights).
+    """
+    g, d = generator_flops(cfg), critic_flops(cfg)
+    critic_update = g + 2 * d + 2 * (2 * d)
+    generator_update = g + d + 2 * d + 2 * g
+    return n_critic * critic_update + generator_update

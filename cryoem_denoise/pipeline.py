@@ -1,0 +1,287 @@
+"""Training data: MRC files → clean images on [0, 255] → random crops → noisy/clean batches.
+
+Clean images are read once (through :mod:`cryoem_denoise.mrc`), scaled per image to [0, 255]
+(:mod:`cryoem_denoise.intensity`), reflect-padded up to the tile where a side is shorter, and
+held in one flat float32 buffer. The :func:`training_dataset` is a pure function of
+``(seed, element index)``: element *i* picks its image (weighted by area), crop position,
+flip/rotation and noise from stateless random numbers seeded by ``(seed, i)``. So a run
+resumed at step *s* simply starts at element ``s * batch``, and the same seed always gives
+the same batches, whatever the number of parallel calls.
+
+Two modes:
+
+* clean images (the paper's protocol): Gaussian noise by :class:`~cryoem_denoise.noise.SigmaSpec`
+  is added to each crop (:func:`~cryoem_denoise.noise.add_gaussian_noise_tf`);
+* pairs: a noisy file and its clean counterpart of the same shape, cropped identically,
+  with no noise added.
+
+A held-out validation set comes from whole sections (stacks of 10 or more) or from a band
+of rows at the bottom of each image (micrographs), and is never used for training.
+"""
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from cryoem_denoise import mrc
+from cryoem_denoise.errors import InputError
+from cryoem_denoise.intensity import to_unit255
+from cryoem_denoise.noise import SigmaSpec, add_gaussian_noise
+
+#: File names taken from a folder (compressed variants too).
+MRC_SUFFIXES = (".mrc", ".mrcs", ".map", ".st", ".ali", ".rec")
+
+
+@dataclass
+class Image:
+    """One clean image (and optionally its noisy twin) on [0, 255]."""
+
+    name: str
+    clean: np.ndarray
+    noisy: np.ndarray = None
+
+
+@dataclass
+class ImageSet:
+    """Images packed into flat buffers for graph-side cropping."""
+
+    names: list
+    flat_clean: np.ndarray
+    flat_noisy: np.ndarray  # None unless paired
+    offsets: np.ndarray
+    heights: np.ndarray
+    widths: np.ndarray
+    fingerprint: str = field(default="")
+
+    @property
+    def paired(self):
+        return self.flat_noisy is not None
+
+    def __len__(self):
+        return len(self.names)
+
+
+def expand_inputs(inputs):
+    """Files and folders → sorted MRC file paths; a folder contributes its MRC files."""
+    files = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file() and _is_mrc_name(p.name))
+            if not found:
+                raise InputError("folder holds no MRC files (.mrc, .mrcs, .map, ...)", path)
+            files.extend(found)
+        elif path.exists():
+            files.append(path)
+        else:
+            raise InputError("no such file or folder", path)
+    return files
+
+
+def _is_mrc_name(name):
+    name = name.lower()
+    for comp in ("", ".gz", ".bz2"):
+        if any(name.endswith(s + comp) for s in MRC_SUFFIXES):
+            return True
+    return False
+
+
+def _prepare(section, data_cfg, tile, path, index):
+    sec = np.asarray(section, dtype=np.float32)
+    try:
+        mrc.check_section(sec)
+        scaled, _ = to_unit255(sec, data_cfg.intensity, data_cfg.percentiles)
+    except InputError as exc:
+        where = f"section {index}: " if index is not None else ""
+        raise InputError(where + exc.message, path) from None
+    ny, nx = scaled.shape
+    min_side = int(np.ceil(data_cfg.min_side_fraction * tile))
+    if min(ny, nx) < min_side:
+        raise InputError(f"image is {nx}x{ny} pixels, smaller than {min_side} (the {tile}-pixel tile "
+                         f"x {data_cfg.min_side_fraction:g}); use a smaller --tile", path)
+    return scaled
+
+
+def pad_to_tile(image, tile):
+    """Reflect-pad a 2D image so both sides are at least ``tile``."""
+    py, px = max(0, tile - image.shape[0]), max(0, tile - image.shape[1])
+    if py or px:
+        image = np.pad(image, ((0, py), (0, px)), mode="reflect")
+    return image
+
+
+def load_images(paths, data_cfg, tile, noisy_paths=None):
+    """Read clean (and optionally paired noisy) images on [0, 255].
+
+    Raises
+    ------
+    InputError
+        No files, unreadable files, non-finite or constant sections, images too small,
+        or pairs whose shapes differ.
+    """
+    paths = list(paths)
+    if not paths:
+        raise InputError("no training images given")
+    if noisy_paths is not None and len(noisy_paths) != len(paths):
+        raise InputError(f"{len(noisy_paths)} noisy files for {len(paths)} clean files")
+    images = []
+    for k, path in enumerate(paths):
+        sections, header = mrc.read_sections(path)
+        noisy_sections = None
+        if noisy_paths is not None:
+            noisy_sections, nheader = mrc.read_sections(noisy_paths[k])
+            if nheader.shape != header.shape:
+                raise InputError(f"shape {nheader.shape} differs from its clean file's {header.shape}",
+                                 noisy_paths[k])
+        for i, sec in enumerate(sections):
+            index = i if len(sections) > 1 else None
+            clean = _prepare(sec, data_cfg, tile, path, index)
+            noisy = None
+            if noisy_sections is not None:
+                # the noisy image is scaled with its clean twin's affine: the same units
+                noisy = _scale_like(noisy_sections[i], sec, data_cfg)
+            name = f"{Path(path).name}[{i}]" if index is not None else Path(path).name
+            images.append(Image(name, clean, noisy))
+    return images
+
+
+def _scale_like(noisy, clean, data_cfg):
+    from cryoem_denoise.intensity import Affine, intensity_range
+
+    affine = Affine(*intensity_range(np.asarray(clean), data_cfg.intensity, data_cfg.percentiles))
+    return affine.forward(noisy)
+
+
+def split_validation(images, fraction, tile):
+    """Split into ``(train, validation)`` image lists without overlap.
+
+    With 10 or more images, the last ``fraction`` of them (at least one) is held out.
+    Otherwise a band of ``fraction`` of the rows at the bottom of each image is held out
+    (at least one tile high, and only where the rest keeps at least one tile).
+    """
+    if fraction <= 0:
+        return list(images), []
+    if len(images) >= 10:
+        n_val = max(1, int(round(len(images) * fraction)))
+        return images[:-n_val], images[-n_val:]
+    train, val = [], []
+    for im in images:
+        h = im.clean.shape[0]
+        band = max(tile, int(round(h * fraction)))
+        if h - band >= tile:
+            cut = h - band
+            train.append(Image(im.name, im.clean[:cut], None if im.noisy is None else im.noisy[:cut]))
+            val.append(Image(im.name + "[val]", im.clean[cut:],
+                             None if im.noisy is None else im.noisy[cut:]))
+        else:
+            train.append(im)
+    return train, val
+
+
+def pack(images, tile):
+    """Pad and pack images into an :class:`ImageSet`."""
+    cleans = [pad_to_tile(im.clean, tile) for im in images]
+    paired = images[0].noisy is not None
+    noisies = [pad_to_tile(im.noisy, tile) for im in images] if paired else None
+    heights = np.array([c.shape[0] for c in cleans], np.int64)
+    widths = np.array([c.shape[1] for c in cleans], np.int64)
+    sizes = heights * widths
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    flat_clean = np.concatenate([c.ravel() for c in cleans]).astype(np.float32)
+    flat_noisy = np.concatenate([c.ravel() for c in noisies]).astype(np.float32) if paired else None
+    digest = hashlib.sha256()
+    for im, c in zip(images, cleans):
+        digest.update(im.name.encode())
+        digest.update(np.ascontiguousarray(c).tobytes())
+    return ImageSet([im.name for im in images], flat_clean, flat_noisy, offsets, heights, widths,
+                    digest.hexdigest()[:16])
+
+
+def validation_set(images, cfg, seed):
+    """Fixed ``(noisy, clean)`` validation crops, ``(n, tile, tile)`` each, on [0, 255]."""
+    tile = cfg.model.tile
+    n = cfg.data.validation_tiles
+    if not images or n <= 0:
+        return None
+    rng = np.random.default_rng([seed, 7919])
+    spec = SigmaSpec.parse(cfg.data.sigma)
+    noisy, clean = [], []
+    for j in range(n):
+        im = images[j % len(images)]
+        c = pad_to_tile(im.clean, tile)
+        y = int(rng.integers(0, c.shape[0] - tile + 1))
+        x = int(rng.integers(0, c.shape[1] - tile + 1))
+        crop = c[y:y + tile, x:x + tile]
+        if im.noisy is not None:
+            noisy.append(pad_to_tile(im.noisy, tile)[y:y + tile, x:x + tile])
+        else:
+            noisy.append(add_gaussian_noise(crop, spec, rng)[0])
+        clean.append(crop)
+    return np.stack(noisy).astype(np.float32), np.stack(clean).astype(np.float32)
+
+
+def training_dataset(image_set, cfg, start_element=0, elements_per_step=None):
+    """An endless ``tf.data.Dataset`` of ``(noisy, clean)`` batches on [0, 255].
+
+    Parameters
+    ----------
+    image_set : ImageSet
+    cfg : FitConfig
+    start_element : int
+        Index of the first crop (``step * elements_per_step`` to resume at ``step``).
+    elements_per_step : int, optional
+        Crops per yielded batch; ``cfg.train.batch_size * cfg.train.n_critic`` by default.
+
+    Each batch has shape ``(elements_per_step, tile, tile, channels)``.
+    """
+    import tensorflow as tf
+
+    from cryoem_denoise.noise import add_gaussian_noise_tf
+
+    tile = cfg.model.tile
+    per_step = elements_per_step or cfg.train.batch_size * cfg.train.n_critic
+    seed = int(cfg.train.seed)
+    spec = SigmaSpec.parse(cfg.data.sigma)
+    flat_clean = tf.constant(image_set.flat_clean)
+    flat_noisy = tf.constant(image_set.flat_noisy) if image_set.paired else None
+    offsets = tf.constant(image_set.offsets)
+    heights = tf.constant(image_set.heights)
+    widths = tf.constant(image_set.widths)
+    logits = tf.math.log(tf.cast(image_set.heights * image_set.widths, tf.float32))[None, :]
+    grid = tf.range(tile, dtype=tf.int64)
+    augment = cfg.data.augment
+
+    def crop(i):
+        seeds = tf.random.experimental.stateless_split(tf.stack([tf.constant(seed, tf.int64), i]), 5)
+        k = tf.random.stateless_categorical(logits, 1, seed=seeds[0], dtype=tf.int64)[0, 0]
+        h, w = heights[k], widths[k]
+        y = tf.random.stateless_uniform([], seeds[1], 0, h - tile + 1, dtype=tf.int64)
+        x = tf.random.stateless_uniform([], seeds[2], 0, w - tile + 1, dtype=tf.int64)
+        idx = offsets[k] + (y + grid)[:, None] * w + (x + grid)[None, :]
+        images = [tf.gather(flat_clean, idx)[..., None]]
+        if flat_noisy is not None:
+            images.append(tf.gather(flat_noisy, idx)[..., None])
+        if augment:
+            rot = tf.random.stateless_uniform([], seeds[3], 0, 4, dtype=tf.int32)
+            flip = tf.random.stateless_uniform([], seeds[4], 0, 2, dtype=tf.int32)
+            images = [tf.image.rot90(im, rot) for im in images]
+            images = [tf.cond(flip > 0, lambda im=im: tf.reverse(im, [1]), lambda im=im: im)
+                      for im in images]
+        images = [tf.ensure_shape(im, (tile, tile, 1)) for im in images]
+        return tuple(images) + (i,)
+
+    def degrade(*batch):
+        clean, index = batch[0], batch[-1]
+        if flat_noisy is not None:
+            return batch[1], clean
+        noisy, _ = add_gaussian_noise_tf(clean, spec, tf.stack([tf.constant(seed + 1, tf.int64),
+                                                                 index[0]]))
+        return noisy, clean
+
+    ds = tf.data.Dataset.range(start_element, np.iinfo(np.int64).max)
+    ds = ds.map(crop, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.batch(per_step, drop_remainder=True)
+    ds = ds.map(degrade, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.prefetch(tf.data.AUTOTUNE)

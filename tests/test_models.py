@@ -1,0 +1,41 @@
+import numpy as np
+import pytest
+
+from cryoem_denoise.config import ModelConfig
+from cryoem_denoise.models import build_critic, build_generator, generator_flops, receptive_field
+
+
+def test_default_generator_is_pix2pix_unet_256():
+    cfg = ModelConfig()
+    gen = build_generator(cfg)
+    assert gen.count_params() == 54_419_713
+    convs = [l for l in gen.layers if l.__class__.__name__ in ("Conv2D", "Conv2DTranspose")]
+    assert len(convs) == 16 and all(l.kernel_size == (4, 4) and l.strides == (2, 2) for l in convs)
+    assert sum(l.__class__.__name__ == "Dropout" for l in gen.layers) == 3
+    assert generator_flops(cfg) / 1e9 == pytest.approx(11.9, abs=0.05)
+
+
+def test_generator_shapes_range_and_options():
+    cfg = ModelConfig(tile=64, ngf=4, depth=6)
+    gen = build_generator(cfg)
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 64, 64, 1)).astype(np.float32)
+    y = np.asarray(gen(x, training=False))
+    assert y.shape == x.shape and np.abs(y).max() <= 1
+    # fully convolutional: a bigger tile works too
+    assert gen(np.zeros((1, 128, 192, 1), np.float32)).shape == (1, 128, 192, 1)
+    res = build_generator(ModelConfig(tile=64, ngf=4, depth=6, residual=True))
+    assert res.output.dtype == "float32" and res.count_params() == gen.count_params()
+    wider = build_generator(ModelConfig(tile=64, ngf=8, depth=6))
+    assert wider.count_params() > gen.count_params()
+
+
+def test_critic_is_a_linear_patchgan():
+    cfg = ModelConfig()
+    critic = build_critic(cfg)
+    assert receptive_field(cfg) == 70
+    scores = critic(np.random.default_rng(0).normal(0, 50, (1, 256, 256, 2)).astype(np.float32))
+    assert scores.shape == (1, 30, 30, 1)
+    assert critic.layers[-1].activation.__name__ == "linear"
+    assert np.asarray(scores).max() > 1 or np.asarray(scores).min() < 0  # no sigmoid squashing
+    uncond = build_critic(ModelConfig(critic_conditional=False))
+    assert uncond.input.shape[-1] == 1
