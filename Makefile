@@ -26,12 +26,15 @@ demo: data
 	$(BIN)/cryoem-denoise info $$($(BIN)/cryoem-denoise fetch epu2.9_example.mrc fei-extended.mrc)
 	$(BIN)/cryoem-denoise fit --tiny --intensity percentile --steps $(DEMO_STEPS) \
 		--out $(DEMO_OUT)/model --overwrite
+	$(BIN)/cryoem-denoise apply --model $(DEMO_OUT)/model --out $(DEMO_OUT)/denoised --png \
+		--overwrite $$($(BIN)/cryoem-denoise fetch epu2.9_example.mrc)
+	@echo "demo: figure in $(DEMO_OUT)/denoised/epu2.9_example_compare.png"
 
 test: data
 	$(BIN)/python -m pytest -q
 
 benchmarks: data
-	cd benchmarks && ../$(BIN)/python bench_training.py
+	cd benchmarks && ../$(BIN)/python bench_training.py && ../$(BIN)/python bench_apply.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) build *.egg-info .pytest_cache

@@ -73,36 +73,92 @@ class TileDenoiser:
         progress : callable, optional
             Called with the number of tiles done after each batch.
         """
-        cfg = self.config
-        grid = make_grid(image.shape, cfg.tile, cfg.overlap)
-        stitcher = Stitcher(grid, out)
-        positions = grid.positions()
-        t = cfg.tile
-        small = grid.padded_shape != grid.shape
-        if small:  # sides shorter than a tile: reflect-pad (only small images get here)
-            from cryoem_denoise.tiling import pad_to_grid
-
-            source = pad_to_grid(np.asarray(image, np.float32), grid)
-        else:
-            source = image
-        n_batch = min(cfg.batch_size, len(positions))
-        batch = np.empty((n_batch, t, t, 1), np.float32)
-        for start in range(0, len(positions), n_batch):
-            chunk = positions[start:start + n_batch]
-            for j, (y, x) in enumerate(chunk):
-                batch[j, ..., 0] = source[y:y + t, x:x + t]
-            if affine is not None:
-                batch[:len(chunk)] = affine.forward(batch[:len(chunk)])
-            result = self._run(batch).numpy()
-            for j in range(len(chunk)):
-                stitcher.add(result[j, ..., 0])
-            if progress is not None:
-                progress(len(chunk))
-        result = stitcher.result()
+        out = np.empty(image.shape, np.float32) if out is None else out
+        self.denoise_stream(1, image.shape, lambda k: (image, affine), lambda k: out,
+                            progress=progress)
         if affine is not None:
-            result /= np.float32(affine.gain)
-            result += np.float32(affine.low)
-        return result
+            to_units(out, affine)
+        return out
+
+    def count_tiles(self, shape):
+        """Tiles an image of ``shape`` is cut into."""
+        return len(make_grid(shape, self.config.tile, self.config.overlap))
+
+    def denoise_stream(self, n, shape, prepare, target, finish=None, progress=None):
+        """Denoise ``n`` images of one shape, batching tiles across image boundaries.
+
+        A stack of small particles (one tile each) thus runs ``batch_size`` particles per
+        generator call, and a micrograph ``batch_size`` tiles per call.
+
+        Parameters
+        ----------
+        n : int
+        shape : tuple of int
+            ``(ny, nx)`` of every image.
+        prepare : callable
+            ``prepare(k) -> (image, affine)``: image ``k`` (file units with an affine, or
+            [0, 255] with ``None``), asked for just before its first tile is needed.
+        target : callable
+            ``target(k) -> array``: a writable float32 ``(ny, nx)`` array (a memory-mapped
+            output section is fine) that receives image ``k``'s result on [0, 255].
+        finish : callable, optional
+            ``finish(k, result)`` once image ``k`` is complete (``result`` is the array
+            ``target(k)`` gave, still on [0, 255]).
+        progress : callable, optional
+            Called with the number of tiles done after each batch.
+        """
+        cfg = self.config
+        t = cfg.tile
+        grid = make_grid(shape, t, cfg.overlap)
+        n_batch = max(1, min(cfg.batch_size, n * len(grid)))
+        batch = np.empty((n_batch, t, t, 1), np.float32)
+        pending = []  # (stitcher, k) for each filled slot
+
+        def tiles():
+            for k in range(n):
+                image, affine = prepare(k)
+                source = image
+                if grid.padded_shape != grid.shape:  # small images: reflect-pad (cheap)
+                    from cryoem_denoise.tiling import pad_to_grid
+
+                    source = np.asarray(image, np.float32)
+                    if affine is not None:
+                        source = affine.forward(source)
+                        affine = None
+                    source = pad_to_grid(source, grid)
+                stitcher = Stitcher(grid, target(k))
+                for y, x in grid.positions():
+                    yield k, stitcher, source[y:y + t, x:x + t], affine
+
+        def flush():
+            denoised = self._run(batch[:len(pending)]).numpy()
+            for j, (stitcher, k) in enumerate(pending):
+                stitcher.add(denoised[j, ..., 0])
+                if stitcher.done:
+                    image = stitcher.result()  # flushes the last band into the target
+                    if finish is not None:
+                        finish(k, image)
+            if progress is not None:
+                progress(len(pending))
+            pending.clear()
+
+        for k, stitcher, tile, affine in tiles():
+            j = len(pending)
+            batch[j, ..., 0] = tile
+            if affine is not None:
+                batch[j] = affine.forward(batch[j])
+            pending.append((stitcher, k))
+            if len(pending) == n_batch:
+                flush()
+        if pending:
+            flush()
+
+
+def to_units(image, affine):
+    """Map a [0, 255] float32 array back to file units, in place."""
+    image /= np.float32(affine.gain)
+    image += np.float32(affine.low)
+    return image
 
 
 def load_denoiser(model_dir, config=None):

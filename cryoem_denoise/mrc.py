@@ -28,6 +28,8 @@ _COMPLEX_MODES = {3: "complex int16", 4: "complex float32"}
 MIN_SIDE = 8
 #: Output dtypes :func:`write_mrc` accepts.
 OUTPUT_DTYPES = ("float32", "float16")
+#: File names taken from a folder (and their .gz/.bz2 variants).
+MRC_SUFFIXES = (".mrc", ".mrcs", ".map", ".st", ".ali", ".rec")
 #: Sections per chunk when scanning pixels, to bound memory on big stacks.
 _SCAN_CHUNK_PIXELS = 1 << 24
 
@@ -80,6 +82,47 @@ class MrcHeader:
     def pixel_size(self):
         """Pixel size in Å (x), or ``None`` if the header does not give one."""
         return self.voxel_size[0] or None
+
+
+def is_mrc_name(name):
+    """Whether a file name looks like an MRC file (by suffix, compressed too)."""
+    name = name.lower()
+    return any(name.endswith(s + c) for s in MRC_SUFFIXES for c in ("", ".gz", ".bz2"))
+
+
+def find_mrc_files(inputs):
+    """Files, folders and glob patterns → MRC file paths, in order, without repeats.
+
+    A folder contributes its MRC files (by suffix, sorted); a pattern with ``*``, ``?`` or
+    ``[`` is expanded. A named file is taken whatever its suffix (it is checked when read).
+
+    Raises
+    ------
+    InputError
+        A path that does not exist, a pattern that matches nothing, or a folder without
+        MRC files.
+    """
+    import glob
+
+    files = []
+    for item in inputs:
+        text = str(item)
+        path = Path(text)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file() and is_mrc_name(p.name))
+            if not found:
+                raise InputError("folder holds no MRC files (.mrc, .mrcs, .map, ...)", path)
+            files.extend(found)
+        elif path.exists():
+            files.append(path)
+        elif any(ch in text for ch in "*?["):
+            found = sorted(Path(p) for p in glob.glob(text) if Path(p).is_file())
+            if not found:
+                raise InputError("pattern matches no files", text)
+            files.extend(found)
+        else:
+            raise InputError("no such file or folder", path)
+    return list(dict.fromkeys(files))
 
 
 def _check_path(path):
@@ -241,21 +284,30 @@ def pixel_statistics(sections):
             "nonfinite": nonfinite}
 
 
-def write_mrc(path, sections, *, voxel_size=None, origin=None, kind=None, dtype="float32",
-              overwrite=False, protected=(), label=None):
-    """Write an image, stack or volume atomically.
+_MODE_OF = {"float32": 2, "float16": 12}
+
+
+@contextlib.contextmanager
+def create_mrc(path, shape, *, kind=None, dtype="float32", voxel_size=None, origin=None,
+               overwrite=False, protected=(), label=None):
+    """Create an MRC file atomically and yield its writable, memory-mapped data.
+
+    Fill the yielded array (shape ``(ny, nx)`` or ``(n, ny, nx)``); on leaving the block the
+    header statistics, voxel size, origin and labels are written and the file is moved to
+    ``path``. If the block raises, or the data hold non-finite values (float16 overflow),
+    nothing is left behind. Memory use is the pages being written, not the file.
 
     Parameters
     ----------
     path : path-like
         Output file; never one of ``protected``, and kept if it exists unless ``overwrite``.
-    sections : ndarray
-        2D image or ``(n, ny, nx)`` sections.
-    voxel_size, origin : tuple of float, optional
-        ``(x, y, z)`` in Å, usually from the input's :class:`MrcHeader`.
+    shape : tuple of int
+        ``(ny, nx)`` for an image, ``(n, ny, nx)`` for a stack or volume.
     kind : {'image', 'stack', 'volume'}, optional
         For 3D data: ``'stack'`` (default) marks an image stack, ``'volume'`` a volume.
     dtype : {'float32', 'float16'}
+    voxel_size, origin : tuple of float, optional
+        ``(x, y, z)`` in Å, usually from the input's :class:`MrcHeader`.
     label : str, optional
         Text stored in the header's label field (after a cryoem-denoise version stamp).
 
@@ -266,19 +318,18 @@ def write_mrc(path, sections, *, voxel_size=None, origin=None, kind=None, dtype=
     """
     if dtype not in OUTPUT_DTYPES:
         raise OutputError(f"unsupported output format {dtype!r} (choose {', '.join(OUTPUT_DTYPES)})", path)
-    data = np.asarray(sections)
-    if data.ndim == 3 and data.shape[0] == 1 and kind in (None, "image"):
-        data = data[0]
-    with np.errstate(over="ignore"):
-        out = data.astype(dtype, copy=False)
-    if not np.isfinite(out).all():
-        if np.isfinite(data).all():
-            raise OutputError("values exceed the float16 range; write float32 instead", path)
-        raise OutputError("refusing to write non-finite pixels", path)
+    shape = tuple(int(v) for v in shape)
     with atomic_output(path, overwrite=overwrite, protected=protected) as tmp:
-        with mrcfile.new(tmp, overwrite=True) as mrc:
-            mrc.set_data(np.ascontiguousarray(out))
-            if out.ndim == 3:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            mrc = mrcfile.new_mmap(tmp, shape, mrc_mode=_MODE_OF[dtype], overwrite=True)
+        try:
+            yield mrc.data
+            if not _all_finite(mrc.data):
+                raise OutputError("values exceed the float16 range; write float32 instead"
+                                  if dtype == "float16" else "refusing to write non-finite pixels",
+                                  path)
+            if len(shape) == 3:
                 if kind == "volume":
                     mrc.set_volume()
                 else:
@@ -287,7 +338,33 @@ def write_mrc(path, sections, *, voxel_size=None, origin=None, kind=None, dtype=
                 mrc.voxel_size = tuple(voxel_size)
             if origin is not None:
                 mrc.header.origin = tuple(origin)
-            mrc.update_header_stats()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                mrc.update_header_stats()
             mrc.add_label(f"cryoem-denoise {__version__}")
             if label:
                 mrc.add_label(label[:80])
+        finally:
+            mrc.close()
+
+
+def _all_finite(data):
+    chunk = max(1, _SCAN_CHUNK_PIXELS // max(1, int(np.prod(data.shape[-2:]))))
+    flat = data.reshape((-1,) + data.shape[-2:])
+    return all(np.isfinite(flat[i:i + chunk]).all() for i in range(0, len(flat), chunk))
+
+
+def write_mrc(path, sections, *, voxel_size=None, origin=None, kind=None, dtype="float32",
+              overwrite=False, protected=(), label=None):
+    """Write an in-memory image, stack or volume atomically (see :func:`create_mrc`).
+
+    ``sections`` is a 2D image or ``(n, ny, nx)``; a single section with ``kind`` 'image'
+    (or no kind) is written as a 2D image.
+    """
+    data = np.asarray(sections)
+    if data.ndim == 3 and data.shape[0] == 1 and kind in (None, "image"):
+        data = data[0]
+    with create_mrc(path, data.shape, kind=kind, dtype=dtype, voxel_size=voxel_size, origin=origin,
+                    overwrite=overwrite, protected=protected, label=label) as out:
+        with np.errstate(over="ignore", invalid="ignore"):
+            out[...] = data

@@ -30,10 +30,6 @@ from cryoem_denoise.errors import InputError
 from cryoem_denoise.intensity import to_unit255
 from cryoem_denoise.noise import SigmaSpec, add_gaussian_noise
 
-#: File names taken from a folder (compressed variants too).
-MRC_SUFFIXES = (".mrc", ".mrcs", ".map", ".st", ".ali", ".rec")
-
-
 @dataclass
 class Image:
     """One clean image (and optionally its noisy twin) on [0, 255]."""
@@ -61,31 +57,6 @@ class ImageSet:
 
     def __len__(self):
         return len(self.names)
-
-
-def expand_inputs(inputs):
-    """Files and folders → sorted MRC file paths; a folder contributes its MRC files."""
-    files = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.is_file() and _is_mrc_name(p.name))
-            if not found:
-                raise InputError("folder holds no MRC files (.mrc, .mrcs, .map, ...)", path)
-            files.extend(found)
-        elif path.exists():
-            files.append(path)
-        else:
-            raise InputError("no such file or folder", path)
-    return files
-
-
-def _is_mrc_name(name):
-    name = name.lower()
-    for comp in ("", ".gz", ".bz2"):
-        if any(name.endswith(s + comp) for s in MRC_SUFFIXES):
-            return True
-    return False
 
 
 def _prepare(section, data_cfg, tile, path, index):

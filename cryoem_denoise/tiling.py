@@ -177,6 +177,11 @@ class Stitcher:
                                             * self._wy[r][:, None] * self._wx[c][None, :])
         self._index += 1
 
+    @property
+    def done(self):
+        """Whether every tile has been added."""
+        return self._index == len(self.grid)
+
     def result(self):
         """The stitched image once every tile was added."""
         if self._index != len(self.grid):

@@ -31,6 +31,7 @@ import numpy as np
 from cryoem_denoise import model_store, pipeline
 from cryoem_denoise.errors import ConfigError, InputError
 from cryoem_denoise.models import build_critic, build_generator, generator_flops
+from cryoem_denoise.progress import progress_bar
 from cryoem_denoise.precision import resolve
 
 LOSS_FIELDS = ("step", "g_loss", "g_adversarial", "g_content", "d_loss", "wasserstein",
@@ -338,7 +339,6 @@ def saved_inputs(model_dir):
 
 def _loop(trainer, cfg, train_set, val, inputs, model_dir, start_step, progress, stop_after):
     import tensorflow as tf
-    from tqdm.auto import tqdm
 
     t = cfg.train
     per_step = t.batch_size * t.n_critic
@@ -353,8 +353,7 @@ def _loop(trainer, cfg, train_set, val, inputs, model_dir, start_step, progress,
     started = time.perf_counter()
     interval_start, interval_images = started, 0
     step = start_step
-    bar = tqdm(total=t.steps, initial=start_step, unit="step", disable=not progress,
-               dynamic_ncols=True, desc="fit")
+    bar = progress_bar(t.steps, "fit", "step", progress, initial=start_step)
     ran = 0
     while step < t.steps:
         noisy, clean = next(dist)

@@ -51,3 +51,22 @@ def clean_mrc(make_mrc):
         return make_mrc(data.astype(np.float32), name, stack=stack)
 
     return _make
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """A tiny model folder trained briefly on synthetic images (shared by the tests)."""
+    from scipy.ndimage import gaussian_filter
+
+    from cryoem_denoise import mrc, training
+    from cryoem_denoise.config import tiny_config
+
+    folder = tmp_path_factory.mktemp("tiny_model")
+    rng = np.random.default_rng(42)
+    data = gaussian_filter(rng.normal(0, 1, (256, 256)), 4).astype(np.float32)
+    mrc.write_mrc(folder / "train.mrc", data)
+    cfg = tiny_config(steps=80, batch_size=4, g_lr=1e-3, log_every=40, validate_every=80,
+                      checkpoint_every=80)
+    cfg.data.sigma = "20:40"
+    training.fit(cfg, [folder / "train.mrc"], folder / "model")
+    return folder / "model"

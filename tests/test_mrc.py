@@ -143,8 +143,21 @@ def test_failed_write_leaves_nothing(tmp_path, monkeypatch):
             fh.write(b"partial")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(mrc.mrcfile, "new", broken_new)
+    monkeypatch.setattr(mrc.mrcfile, "new_mmap", broken_new)
     out = tmp_path / "out.mrc"
     with pytest.raises(OutputError, match="no space left"):
         mrc.write_mrc(out, np.ones((16, 16), np.float32))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_interrupted_streaming_write_leaves_nothing(tmp_path):
+    out = tmp_path / "stack.mrcs"
+    with pytest.raises(RuntimeError):
+        with mrc.create_mrc(out, (3, 16, 16)) as data:
+            data[0] = 1.0
+            raise RuntimeError("killed half way")
+    assert list(tmp_path.iterdir()) == []
+    with mrc.create_mrc(out, (3, 16, 16), voxel_size=(2.0, 2.0, 2.0)) as data:
+        data[:] = np.arange(3, dtype=np.float32)[:, None, None]
+    sections, header = mrc.read_sections(out)
+    assert header.kind == "stack" and header.voxel_size[0] == 2.0 and sections[2, 0, 0] == 2

@@ -1,0 +1,312 @@
+"""``apply`` over many files: planning outputs, denoising each file, the --sigma protocol.
+
+For each input file (2D image, ``.mrcs`` stack section by section, or volume as a stack of
+sections) the denoised result is streamed into a memory-mapped output MRC with the input's
+voxel size and origin, then moved into place atomically; memory stays bounded by one batch
+of tiles plus the section(s) in flight, whatever the number or size of the files.
+
+With ``sigma`` (the paper's protocol) each section is taken as the clean reference: it is
+scaled to [0, 255], Gaussian noise of that sigma is added (seeded by the seed, the file name
+and the section, so sharding never changes it), the noisy image is written and denoised, and
+MAE/MSE/RMSE/PSNR/SSIM of the noisy and the denoised image against the reference are
+tabulated (``metrics.json``, ``metrics.csv``, ``metrics.md``).
+
+A file that cannot be read is reported and skipped; the others are still written.
+"""
+
+import contextlib
+import csv
+import io
+import json
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from cryoem_denoise import metrics, mrc
+from cryoem_denoise.atomic import check_output_path, write_text
+from cryoem_denoise.denoise import to_units
+from cryoem_denoise.progress import progress_bar
+from cryoem_denoise.errors import ConfigError, CryoEMDenoiseError, OutputError
+from cryoem_denoise.intensity import Affine, intensity_range
+
+METRICS_FILES = ("metrics.json", "metrics.csv", "metrics.md")
+
+
+@dataclass
+class ApplyOptions:
+    """What ``apply`` writes and how."""
+
+    out_dir: Path
+    suffix: str = "_denoised"
+    dtype: str = "float32"
+    png: bool = False
+    sigma: float = None
+    seed: int = 0
+    overwrite: bool = False
+    skip_existing: bool = False
+    shard: tuple = (0, 1)
+
+
+@dataclass
+class Job:
+    """One input file and the files it will produce (role → path)."""
+
+    source: Path
+    outputs: dict
+    skip: bool = False
+
+
+@dataclass
+class Report:
+    """What a run did."""
+
+    done: list = field(default_factory=list)
+    skipped: list = field(default_factory=list)
+    failed: list = field(default_factory=list)  # (path, message)
+    rows: list = field(default_factory=list)    # metric rows (with --sigma)
+    seconds: float = 0.0
+    tiles: int = 0
+
+
+def parse_shard(text):
+    """``'K/N'`` → ``(K, N)`` with ``0 <= K < N`` (K as in ``$SLURM_ARRAY_TASK_ID``)."""
+    try:
+        k, n = (int(v) for v in str(text).split("/"))
+    except ValueError:
+        raise ConfigError(f"--shard must look like K/N (e.g. 0/4), got {text!r}") from None
+    if not (n >= 1 and 0 <= k < n):
+        raise ConfigError(f"--shard K/N needs 0 <= K < N, got {text!r}")
+    return k, n
+
+
+def split_name(path):
+    """``'emd_1.map.gz'`` → ``('emd_1', '.map')``: stem and MRC extension."""
+    name = Path(path).name
+    for comp in (".gz", ".bz2"):
+        if name.lower().endswith(comp):
+            name = name[: -len(comp)]
+    stem, dot, ext = name.rpartition(".")
+    return (stem, "." + ext) if dot and stem else (name, ".mrc")
+
+
+def plan_jobs(files, options):
+    """Assign output paths, apply the shard, and check every output before any work.
+
+    Raises
+    ------
+    OutputError
+        An output would overwrite an input, two inputs map to one output, or an output
+        exists (without ``overwrite`` or ``skip_existing``).
+    """
+    k, n = options.shard
+    files = list(files)[k::n]
+    out_dir = Path(options.out_dir)
+    inputs = {Path(f).resolve() for f in files}
+    jobs, seen = [], {}
+    for f in files:
+        stem, ext = split_name(f)
+        outputs = {"denoised": out_dir / f"{stem}{options.suffix}{ext}"}
+        if options.sigma is not None:
+            outputs["noisy"] = out_dir / f"{stem}_noisy{ext}"
+        if options.png:
+            outputs["png"] = out_dir / f"{stem}{options.suffix}.png"
+            outputs["compare"] = out_dir / f"{stem}_compare.png"
+        for role, path in outputs.items():
+            if path.resolve() in inputs:
+                raise OutputError("would overwrite the input file (use another --out or --suffix)", path)
+            if path.resolve() in seen:
+                raise OutputError(f"both {seen[path.resolve()]} and {f} would be written here", path)
+            seen[path.resolve()] = f
+        skip = options.skip_existing and all(p.exists() for p in outputs.values())
+        if not skip:
+            for path in outputs.values():
+                check_output_path(path, overwrite=options.overwrite, protected=inputs)
+        jobs.append(Job(Path(f), outputs, skip))
+    if options.sigma is not None and not options.overwrite and not options.skip_existing:
+        for name in METRICS_FILES:
+            check_output_path(out_dir / name, overwrite=False)
+    return jobs
+
+
+def _noise_rng(seed, path, section):
+    return np.random.default_rng([seed, zlib.crc32(Path(path).name.encode()), section])
+
+
+def apply_file(denoiser, intensity, job, options, progress=None):
+    """Denoise one file as planned in ``job``; return its metric rows (with ``sigma``).
+
+    Parameters
+    ----------
+    denoiser : TileDenoiser
+    intensity : DataConfig
+        The model's scaling settings (method, percentiles), so inputs are scaled as its
+        training data were.
+    progress : callable, optional
+        Called with the number of tiles done after each batch.
+    """
+    rows = []
+    with contextlib.ExitStack() as stack:
+        sections, header = stack.enter_context(mrc.open_sections(job.source))
+        n, ny, nx = header.shape
+        shape = (ny, nx) if header.kind == "image" else (n, ny, nx)
+        common = dict(kind=header.kind, dtype=options.dtype, voxel_size=header.voxel_size,
+                      origin=header.origin, overwrite=options.overwrite or options.skip_existing,
+                      protected=[job.source])
+        out = stack.enter_context(mrc.create_mrc(
+            job.outputs["denoised"], shape, label=f"denoised from {job.source.name}", **common))
+        out = out.reshape(n, ny, nx)
+        if options.sigma is not None:
+            noisy_out = stack.enter_context(mrc.create_mrc(
+                job.outputs["noisy"], shape,
+                label=f"{job.source.name} + noise sigma {options.sigma:g}", **common))
+            noisy_out = noisy_out.reshape(n, ny, nx)
+        in_flight = {}
+
+        def prepare(k):
+            section = sections[k]
+            try:
+                mrc.check_section(section, job.source, k if n > 1 else None)
+                affine = Affine(*intensity_range(section, intensity.intensity,
+                                                 intensity.percentiles))
+            except CryoEMDenoiseError as exc:
+                raise exc.with_path(job.source) from None
+            if options.sigma is None:
+                in_flight[k] = (affine, None, None)
+                return section, affine
+            clean = affine.forward(section)
+            if intensity.intensity == "percentile":
+                np.clip(clean, 0, 255, out=clean)
+            rng = _noise_rng(options.seed, job.source, k)
+            noisy = clean + np.float32(options.sigma) * rng.standard_normal(clean.shape, np.float32)
+            noisy_out[k] = affine.inverse(noisy)
+            in_flight[k] = (affine, clean, noisy)
+            return noisy, None
+
+        def target(k):
+            # float32 outputs are stitched straight into the memory-mapped file
+            return out[k] if options.dtype == "float32" else np.empty((ny, nx), np.float32)
+
+        def finish(k, result):
+            affine, clean, noisy = in_flight.pop(k)
+            if clean is not None:
+                row = {"file": job.source.name, "section": k}
+                for name, img in (("noisy", noisy), ("denoised", result)):
+                    for m, v in metrics.all_metrics(clean, img).items():
+                        row[f"{name}_{m}"] = v
+                rows.append(row)
+            to_units(result, affine)
+            if options.dtype != "float32":
+                with np.errstate(over="ignore"):
+                    out[k] = result
+
+        denoiser.denoise_stream(n, (ny, nx), prepare, target, finish, progress)
+    if options.png:
+        _previews(job, options)
+    return rows
+
+
+def _first_section(path):
+    with mrc.open_sections(path) as (sections, _):
+        return np.array(sections[0], np.float32)
+
+
+def _previews(job, options):
+    from cryoem_denoise import figures
+
+    denoised = _first_section(job.outputs["denoised"])
+    figures.save_panels(job.outputs["png"], [("denoised", denoised)], overwrite=True,
+                        protected=[job.source])
+    panels = [("clean (input)" if options.sigma is not None else "input",
+               _first_section(job.source))]
+    if options.sigma is not None:
+        panels.append((f"noisy (sigma {options.sigma:g})", _first_section(job.outputs["noisy"])))
+    panels.append(("denoised", denoised))
+    figures.save_panels(job.outputs["compare"], panels, overwrite=True, protected=[job.source],
+                        shared_contrast=options.sigma is not None)
+
+
+def run_jobs(denoiser, intensity, jobs, options, progress=False):
+    """Run planned jobs; a failing file is reported in the :class:`Report` and skipped."""
+    report = Report()
+    todo = [j for j in jobs if not j.skip]
+    report.skipped = [j.source for j in jobs if j.skip]
+    total_tiles = 0
+    for j in todo:
+        try:
+            header = mrc.read_header(j.source)
+            total_tiles += header.n_sections * denoiser.count_tiles(header.section_shape)
+        except CryoEMDenoiseError:
+            pass
+    started = time.perf_counter()
+    bar = progress_bar(total_tiles, f"apply ({len(todo)} files)", "tile", progress)
+    for job in todo:
+        bar.set_postfix_str(job.source.name)
+        try:
+            report.rows.extend(apply_file(denoiser, intensity, job, options, bar.update))
+            report.done.append(job.source)
+        except CryoEMDenoiseError as exc:
+            report.failed.append((job.source, str(exc.with_path(job.source))))
+    bar.close()
+    report.seconds = time.perf_counter() - started
+    report.tiles = total_tiles
+    if options.sigma is not None and (report.rows or report.skipped):
+        write_metrics(options.out_dir, report.rows, options)
+    return report
+
+
+def summarise(rows):
+    """Per-file means and the overall mean of metric rows."""
+    keys = [k for k in rows[0] if k not in ("file", "section")] if rows else []
+    per_file = {}
+    for r in rows:
+        per_file.setdefault(r["file"], []).append(r)
+    files = [{"file": f, "sections": len(rs), **{k: float(np.mean([r[k] for r in rs])) for k in keys}}
+             for f, rs in per_file.items()]
+    overall = {"file": "mean", "sections": len(rows),
+               **{k: float(np.mean([r[k] for r in rows])) for k in keys}}
+    spread = {k: float(np.std([r[k] for r in rows])) for k in keys}
+    return files, overall, spread
+
+
+def write_metrics(out_dir, rows, options):
+    """Write metrics.json/.csv/.md for the --sigma protocol (merging rows of skipped files)."""
+    out_dir = Path(out_dir)
+    old = out_dir / "metrics.json"
+    if options.skip_existing and old.exists():
+        done = {r["file"] for r in rows}
+        rows = [r for r in json.loads(old.read_text())["rows"] if r["file"] not in done] + rows
+    if not rows:
+        return
+    files, overall, spread = summarise(rows)
+    record = {"sigma": options.sigma, "seed": options.seed, "scale": "[0, 255]",
+              "rows": rows, "per_file": files, "mean": overall, "std": spread}
+    overwrite = options.overwrite or options.skip_existing
+    write_text(out_dir / "metrics.json", json.dumps(record, indent=2) + "\n", overwrite=overwrite)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(out_dir / "metrics.csv", buf.getvalue(), overwrite=overwrite)
+    write_text(out_dir / "metrics.md", metrics_markdown(files, overall, spread, options.sigma),
+               overwrite=overwrite)
+
+
+def metrics_markdown(files, overall, spread, sigma):
+    """A Markdown table: metrics of the noisy and denoised images, per file and mean."""
+    names = [("mae", "MAE ↓"), ("mse", "MSE ↓"), ("rmse", "RMSE ↓"), ("psnr", "PSNR ↑ (dB)"),
+             ("ssim", "SSIM ↑")]
+    lines = [f"Gaussian noise sigma = {sigma:g} on the [0, 255] scale; "
+             f"{overall['sections']} image(s).", "",
+             "| metric | noisy | denoised |", "|---|---|---|"]
+    for key, label in names:
+        lines.append(f"| {label} | {overall['noisy_' + key]:.4g} ± {spread['noisy_' + key]:.2g} "
+                     f"| {overall['denoised_' + key]:.4g} ± {spread['denoised_' + key]:.2g} |")
+    lines += ["", "| file | images | PSNR noisy | PSNR denoised | SSIM noisy | SSIM denoised |",
+              "|---|---|---|---|---|---|"]
+    for f in files:
+        lines.append(f"| {f['file']} | {f['sections']} | {f['noisy_psnr']:.2f} | "
+                     f"{f['denoised_psnr']:.2f} | {f['noisy_ssim']:.3f} | {f['denoised_ssim']:.3f} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,163 @@
+import json
+
+import mrcfile
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from cryoem_denoise import apply_files, mrc
+from cryoem_denoise.cli import cli
+from cryoem_denoise.errors import ConfigError, OutputError
+
+
+def run(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def _apply(model, out, *args):
+    return run("apply", "--model", model, "--out", out, "--tile", 64, "--overlap", 16, "-q", *args)
+
+
+@pytest.fixture
+def inputs(tmp_path, clean_mrc):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    image = clean_mrc("in/micrograph.mrc", (150, 130))
+    stack = clean_mrc("in/particles.mrcs", (5, 48, 48), stack=True, seed=1)
+    volume = clean_mrc("in/volume.map", (3, 70, 70), seed=2)
+    return folder, image, stack, volume
+
+
+def test_apply_images_stacks_and_volumes(tiny_model, inputs, tmp_path):
+    folder, image, stack, volume = inputs
+    out = tmp_path / "out"
+    result = _apply(tiny_model, out, folder, "--png")
+    assert result.exit_code == 0, result.output
+    assert "3 file(s) denoised" in result.output
+    for src, name, shape, kind in [(image, "micrograph_denoised.mrc", (1, 150, 130), "image"),
+                                   (stack, "particles_denoised.mrcs", (5, 48, 48), "stack"),
+                                   (volume, "volume_denoised.map", (3, 70, 70), "volume")]:
+        data, header = mrc.read_sections(out / name)
+        assert header.shape == shape and header.kind == kind and header.mode == 2
+        assert header.voxel_size == mrc.read_header(src).voxel_size
+        src_data, _ = mrc.read_sections(src)
+        # back in the input's units: same ballpark of values, less noise
+        assert abs(data.mean() - src_data.mean()) < 3 * src_data.std()
+    for png in ("micrograph_denoised.png", "micrograph_compare.png", "particles_compare.png"):
+        assert (out / png).stat().st_size > 1000
+
+
+def test_apply_is_deterministic_and_float16(tiny_model, inputs, tmp_path):
+    folder, image, *_ = inputs
+    assert _apply(tiny_model, tmp_path / "a", image).exit_code == 0
+    assert _apply(tiny_model, tmp_path / "b", image).exit_code == 0
+    a, _ = mrc.read_sections(tmp_path / "a" / "micrograph_denoised.mrc")
+    b, _ = mrc.read_sections(tmp_path / "b" / "micrograph_denoised.mrc")
+    np.testing.assert_array_equal(a, b)
+    assert _apply(tiny_model, tmp_path / "c", image, "--format", "float16").exit_code == 0
+    c, header = mrc.read_sections(tmp_path / "c" / "micrograph_denoised.mrc")
+    assert header.mode == 12
+    np.testing.assert_allclose(c, a, rtol=2e-3)
+
+
+def test_sigma_protocol_writes_noisy_and_metrics(tiny_model, inputs, tmp_path):
+    folder, image, stack, _ = inputs
+    out = tmp_path / "sigma"
+    result = _apply(tiny_model, out, image, stack, "--sigma", 30, "--seed", 5)
+    assert result.exit_code == 0, result.output
+    assert "sigma 30: PSNR" in result.output
+    record = json.loads((out / "metrics.json").read_text())
+    assert record["sigma"] == 30 and len(record["rows"]) == 1 + 5
+    row = record["rows"][0]
+    assert row["noisy_psnr"] == pytest.approx(10 * np.log10(255 ** 2 / 900), abs=0.3)
+    assert row["noisy_rmse"] == pytest.approx(30, rel=0.03)
+    assert {"denoised_mae", "denoised_mse", "denoised_rmse", "denoised_psnr", "denoised_ssim"} <= set(row)
+    md = (out / "metrics.md").read_text()
+    assert "| PSNR ↑ (dB) |" in md and "particles.mrcs" in md
+    assert (out / "metrics.csv").read_text().count("\n") == 7
+    noisy, _ = mrc.read_sections(out / "micrograph_noisy.mrc")
+    clean, _ = mrc.read_sections(image)
+    assert noisy.shape == clean.shape and not np.allclose(noisy, clean)
+    again = _apply(tiny_model, tmp_path / "sigma2", image, "--sigma", 30, "--seed", 5)
+    assert again.exit_code == 0
+    np.testing.assert_array_equal(mrc.read_sections(tmp_path / "sigma2" / "micrograph_noisy.mrc")[0],
+                                  noisy)
+
+
+def test_refuses_to_clobber_then_skip_or_overwrite(tiny_model, inputs, tmp_path):
+    folder, image, *_ = inputs
+    out = tmp_path / "o"
+    assert _apply(tiny_model, out, image).exit_code == 0
+    before = (out / "micrograph_denoised.mrc").stat().st_mtime_ns
+    again = _apply(tiny_model, out, image)
+    assert again.exit_code == 2 and "already exists" in again.output
+    skipped = _apply(tiny_model, out, image, "--skip-existing")
+    assert skipped.exit_code == 0 and "1 skipped" in skipped.output
+    assert (out / "micrograph_denoised.mrc").stat().st_mtime_ns == before
+    assert _apply(tiny_model, out, image, "--overwrite").exit_code == 0
+
+
+def test_never_writes_over_an_input(tiny_model, inputs):
+    folder, *_ = inputs
+    result = _apply(tiny_model, folder, folder, "--suffix", "")
+    assert result.exit_code == 2 and "would overwrite the input" in result.output
+
+
+def test_shards_split_a_folder_without_overlap(tiny_model, inputs, tmp_path):
+    folder, *_ = inputs
+    names = []
+    for k in range(2):
+        out = tmp_path / f"shard{k}"
+        assert _apply(tiny_model, out, folder, "--shard", f"{k}/2").exit_code == 0
+        names.append({p.name for p in out.glob("*_denoised.*")})
+    assert not names[0] & names[1] and len(names[0] | names[1]) == 3
+    with pytest.raises(ConfigError):
+        apply_files.parse_shard("2/2")
+
+
+def test_bad_file_is_reported_and_the_rest_written(tiny_model, inputs, tmp_path):
+    folder, *_ = inputs
+    (folder / "broken.mrc").write_bytes(b"garbage" * 300)
+    out = tmp_path / "mixed"
+    result = _apply(tiny_model, out, folder)
+    assert result.exit_code == 2
+    assert "broken.mrc: not an MRC file" in result.output
+    assert len(list(out.glob("*_denoised.*"))) == 3
+    assert not list(out.glob(".*"))  # no temporary leftovers
+
+
+def test_missing_model_is_a_clear_error(inputs, tmp_path):
+    folder, *_ = inputs
+    result = _apply(tmp_path / "no-model", tmp_path / "x", folder)
+    assert result.exit_code == 2 and "model folder does not exist" in result.output
+
+
+def test_disk_full_leaves_no_truncated_output(tiny_model, inputs, tmp_path, monkeypatch):
+    folder, image, *_ = inputs
+    real_new_mmap = mrc.mrcfile.new_mmap
+
+    def full_disk(*args, **kwargs):
+        handle = real_new_mmap(*args, **kwargs)
+
+        def fail():
+            raise OSError(28, "No space left on device")
+
+        handle.update_header_stats = fail
+        return handle
+
+    monkeypatch.setattr(mrc.mrcfile, "new_mmap", full_disk)
+    out = tmp_path / "full"
+    result = _apply(tiny_model, out, image)
+    assert result.exit_code == 2 and "no space left on device" in result.output
+    assert list(out.iterdir()) == []
+
+
+def test_plan_checks_output_names(tmp_path):
+    a = tmp_path / "x" / "same.mrc"
+    b = tmp_path / "y" / "same.mrc"
+    for p in (a, b):
+        p.parent.mkdir()
+        mrc.write_mrc(p, np.ones((16, 16), np.float32) * np.arange(16))
+    with pytest.raises(OutputError, match="would be written here"):
+        apply_files.plan_jobs([a, b], apply_files.ApplyOptions(out_dir=tmp_path))
+    assert apply_files.split_name("emd_1.map.gz") == ("emd_1", ".map")
