@@ -9,6 +9,7 @@ import json
 import sys
 
 import click
+import numpy as np
 
 from cryoem_denoise import __version__
 from cryoem_denoise.errors import CryoEMDenoiseError, InputError
@@ -161,6 +162,7 @@ _FIT_OPTIONS = {
     "strategy": ("train", "strategy"), "seed": ("train", "seed"),
     "log_every": ("train", "log_every"), "validate_every": ("train", "validate_every"),
     "checkpoint_every": ("train", "checkpoint_every"),
+    "sim_fields": ("simulation", "fields"), "pixel_size": ("simulation", "pixel_size"),
 }
 
 
@@ -233,16 +235,22 @@ def _quiet_tensorflow():
 @click.option("--log-every", type=int, help="Steps between loss records  [500]")
 @click.option("--validate-every", type=int, help="Steps between validation scores  [1000]")
 @click.option("--checkpoint-every", type=int, help="Steps between checkpoints  [500]")
+@click.option("--simulate", "sim_sources", multiple=True, type=click.Path(),
+              help="Also train on fields simulated from this atomic model or map (repeat).")
+@click.option("--sim-fields", type=int, help="Fields simulated per --simulate source  [600]")
+@click.option("--pixel-size", type=float, help="Pixel size of simulated fields, Å  [2.0]")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--overwrite", is_flag=True, help="Replace a model already in --out.")
 @click.option("--stop-after", type=int, hidden=True)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def fit(inputs, out, noisy, config_file, tiny, experiment, resume, overwrite, stop_after, quiet,
-        **options):
+def fit(inputs, out, noisy, config_file, tiny, experiment, sim_sources, resume, overwrite,
+        stop_after, quiet, **options):
     """Train the WGAN denoiser on clean MRC INPUTS (files or folders) into --out.
 
     Noise of --sigma is added on the fly (the paper's protocol); with --noisy, pairs are
-    used as they are. Without INPUTS, the fetched sample micrographs are used.
+    used as they are. --simulate adds fields simulated from a structure (generated once
+    into the cache). Without INPUTS or --simulate, the built-in set is used: fields
+    simulated from the 6zu5 ribosome plus the two real sample micrographs.
     """
     from pathlib import Path
 
@@ -265,15 +273,21 @@ def fit(inputs, out, noisy, config_file, tiny, experiment, resume, overwrite, st
     cfg = _build_fit_config(base, experiment, options)
     from cryoem_denoise import training
 
+    from cryoem_denoise.simulate import cached_fields
+
     noisy_paths = mrc.find_mrc_files(noisy) if noisy else None
-    if inputs:
-        clean = mrc.find_mrc_files(inputs)
-    elif resume:
+    clean = mrc.find_mrc_files(inputs) if inputs else []
+    if noisy_paths and sim_sources:
+        raise click.UsageError("--simulate cannot be combined with --noisy pairs")
+    for source in sim_sources:
+        clean.append(cached_fields(source, cfg.simulation, cfg.train.seed, progress=not quiet))
+    if resume and not clean:
         clean, noisy_paths = training.saved_inputs(out)
-    else:
-        clean = [datasets.sample_path(n) for n in datasets.MICROGRAPHS]
-        click.echo("no inputs given: training on the sample micrographs "
-                   + ", ".join(datasets.MICROGRAPHS), err=True)
+    elif not clean:
+        click.echo("no inputs given: training on simulated 6zu5 ribosome fields and the sample "
+                   "micrographs", err=True)
+        clean = datasets.default_training_inputs(cfg.simulation, cfg.train.seed,
+                                                 progress=not quiet)
     meta = training.fit(cfg, clean, out, noisy_paths=noisy_paths, resume=resume,
                         overwrite=overwrite, progress=not quiet, stop_after=stop_after)
     last = meta["validation"][-1] if meta["validation"] else {}
@@ -358,6 +372,72 @@ def apply(inputs, model_dir, out_dir, sigma, seed, png, dtype, suffix, tile, ove
                    f"(metrics.md in {out_dir})")
     if report.failed:
         sys.exit(2)
+
+
+# -- simulate ----------------------------------------------------------------------------
+@cli.command()
+@click.argument("source", type=click.Path())
+@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False),
+              help="Output stack (.mrcs) of clean fields.")
+@click.option("--n", "n_fields", type=int, default=10, show_default=True, help="Fields to simulate.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--pixel-size", type=float, default=2.0, show_default=True, help="Å per pixel.")
+@click.option("--field", type=int, default=512, show_default=True, help="Field side, pixels.")
+@click.option("--particles", type=int, default=6, show_default=True, help="Particles per field.")
+@click.option("--voltage", type=float, default=300.0, show_default=True, help="kV.")
+@click.option("--cs", type=float, default=2.7, show_default=True, help="Spherical aberration, mm.")
+@click.option("--amplitude-contrast", type=float, default=0.1, show_default=True)
+@click.option("--defocus", default="1.0:2.5", show_default=True,
+              help="Underfocus range MIN:MAX in µm (or one value).")
+@click.option("--astigmatism", type=float, default=0.05, show_default=True,
+              help="Max half-difference of the two defoci, µm.")
+@click.option("--b-factor", type=float, default=50.0, show_default=True, help="Envelope, Å².")
+@click.option("--ice", type=float, default=0.3, show_default=True, help="Background strength.")
+@click.option("--threshold", type=float, help="Density maps: voxels above this value.")
+@click.option("--png", is_flag=True, help="Also write a PNG of the first fields.")
+@click.option("--overwrite", is_flag=True)
+@click.option("--quiet", "-q", is_flag=True)
+def simulate(source, out, n_fields, seed, pixel_size, field, particles, voltage, cs,
+             amplitude_contrast, defocus, astigmatism, b_factor, ice, threshold, png, overwrite,
+             quiet):
+    """Simulate clean cryo-EM fields from SOURCE (PDB/mmCIF model or MRC density map).
+
+    Random orientations, non-overlapping particles on a smooth ice background, the CTF of
+    the given microscope, scaled to [0, 255]; reproducible with --seed.
+    """
+    import time
+    from pathlib import Path
+
+    from cryoem_denoise import simulate as sim
+    from cryoem_denoise.config import SimulationConfig
+
+    try:
+        parts = [float(v) for v in defocus.split(":")]
+    except ValueError:
+        raise click.BadParameter(f"expected MIN:MAX in µm, got {defocus!r}", param_hint="--defocus")
+    lo, hi = (parts[0], parts[-1]) if len(parts) in (1, 2) else (None, None)
+    if lo is None:
+        raise click.BadParameter(f"expected MIN:MAX in µm, got {defocus!r}", param_hint="--defocus")
+    cfg = SimulationConfig(pixel_size=pixel_size, field=field, particles=particles,
+                           voltage_kv=voltage, cs_mm=cs, amplitude_contrast=amplitude_contrast,
+                           defocus_um=(lo, hi), astigmatism_um=astigmatism, b_factor=b_factor,
+                           ice=ice, map_threshold=threshold, fields=n_fields).validate()
+    if n_fields < 1:
+        raise click.BadParameter("must be at least 1", param_hint="--n")
+    started = time.perf_counter()
+    path = sim.simulate_to_file(source, out, n_fields, cfg, seed, overwrite=overwrite,
+                                progress=not quiet)
+    seconds = time.perf_counter() - started
+    click.echo(f"{n_fields} field(s) of {field}x{field} px written to {path} "
+               f"({n_fields / seconds:.1f} fields/s)")
+    if png:
+        from cryoem_denoise import figures, mrc
+
+        with mrc.open_sections(path) as (fields, _):
+            panels = [(f"field {i}", np.asarray(fields[i])) for i in range(min(3, n_fields))]
+            png_path = Path(out).with_suffix(".png")
+            figures.save_panels(png_path, panels, overwrite=overwrite, shared_contrast=False)
+        click.echo(f"preview: {png_path}")
 
 
 def main(argv=None):

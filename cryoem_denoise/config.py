@@ -138,17 +138,61 @@ class TrainConfig:
 
 
 @dataclass
+class SimulationConfig:
+    """Simulated clean fields (:mod:`cryoem_denoise.simulate`): microscope, sample, field.
+
+    Units: Å, kV, mm and µm as named.
+    """
+
+    pixel_size: float = 2.0         # Å per pixel
+    field: int = 512                # field side in pixels
+    particles: int = 6              # particles per field (fewer if they do not fit)
+    voltage_kv: float = 300.0
+    cs_mm: float = 2.7
+    amplitude_contrast: float = 0.1
+    defocus_um: tuple = (1.0, 2.5)  # underfocus range, drawn uniformly per field
+    astigmatism_um: float = 0.05    # max half-difference of the two defoci
+    b_factor: float = 50.0          # envelope exp(-B k^2 / 4), Å^2
+    atom_blur: float = 1.0          # Gaussian blur of the projected points, Å
+    ice: float = 0.3                # ice amplitude relative to the mean particle peak
+    ice_length: float = 300.0       # ice correlation length, Å
+    map_threshold: float = None     # density maps: voxels above this (default mean + std)
+    fields: int = 600               # fields simulated per source for `fit --simulate`
+
+    def validate(self):
+        if self.pixel_size <= 0:
+            raise ConfigError(f"pixel size must be positive, got {self.pixel_size}")
+        if self.field < 16:
+            raise ConfigError(f"field must be at least 16 pixels, got {self.field}")
+        lo, hi = self.defocus_um
+        if not (0 < lo <= hi):
+            raise ConfigError(f"defocus range must satisfy 0 < min <= max, got {lo}:{hi} µm")
+        if not 0 <= self.amplitude_contrast < 1:
+            raise ConfigError("amplitude contrast must be in [0, 1)")
+        if self.voltage_kv <= 0 or self.cs_mm < 0 or self.b_factor < 0:
+            raise ConfigError("voltage must be positive; Cs and B-factor not negative")
+        if self.particles < 1 or self.fields < 1:
+            raise ConfigError("at least one particle per field and one field")
+        return self
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+@dataclass
 class FitConfig:
     """Everything ``fit`` needs; saved as a model folder's ``config.json``."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    simulation: SimulationConfig = field(default_factory=SimulationConfig)
 
     def validate(self):
         self.model.validate()
         self.data.validate()
         self.train.validate()
+        self.simulation.validate()
         return self
 
     def to_dict(self):
@@ -168,8 +212,9 @@ class FitConfig:
             extra = set(values) - known
             if extra:
                 raise ConfigError(f"unknown {f.name} setting(s): {', '.join(sorted(extra))}")
-            if "percentiles" in values:
-                values["percentiles"] = tuple(values["percentiles"])
+            for key in ("percentiles", "defocus_um"):
+                if key in values:
+                    values[key] = tuple(values[key])
             parts[f.name] = sub_cls(**values)
         extra = set(data) - {f.name for f in dataclasses.fields(cls)}
         if extra:
@@ -189,7 +234,8 @@ def tiny_config(**train):
     cfg = FitConfig(model=ModelConfig(tile=64, ngf=8, depth=6, ndf=8),
                     data=DataConfig(validation_tiles=4),
                     train=TrainConfig(steps=20, batch_size=2, log_every=5, validate_every=10,
-                                      checkpoint_every=10))
+                                      checkpoint_every=10),
+                    simulation=SimulationConfig(fields=60, field=384, pixel_size=3.0))
     for key, value in train.items():
         setattr(cfg.train, key, value)
     return cfg.validate()

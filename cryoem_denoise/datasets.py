@@ -194,3 +194,16 @@ def manifest():
         ],
         "sources": [asdict(src) for src in dict.fromkeys(s.source for s in SAMPLES.values())],
     }
+
+
+def default_training_inputs(sim_cfg, seed=0, progress=False):
+    """The built-in training set: simulated 6zu5 ribosome fields plus the real micrographs.
+
+    The fields are simulated once into the cache (see
+    :func:`cryoem_denoise.simulate.cached_fields`); returns the list of MRC paths.
+    """
+    from cryoem_denoise.simulate import cached_fields
+
+    model = sample_path("mmcif_6zu5.cif")
+    return [cached_fields(model, sim_cfg, seed, progress=progress)] + \
+        [sample_path(n) for n in MICROGRAPHS]

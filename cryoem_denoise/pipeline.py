@@ -37,6 +37,7 @@ class Image:
     name: str
     clean: np.ndarray
     noisy: np.ndarray = None
+    source: str = ""
 
 
 @dataclass
@@ -114,7 +115,7 @@ def load_images(paths, data_cfg, tile, noisy_paths=None):
                 # the noisy image is scaled with its clean twin's affine: the same units
                 noisy = _scale_like(noisy_sections[i], sec, data_cfg)
             name = f"{Path(path).name}[{i}]" if index is not None else Path(path).name
-            images.append(Image(name, clean, noisy))
+            images.append(Image(name, clean, noisy, str(path)))
     return images
 
 
@@ -126,28 +127,36 @@ def _scale_like(noisy, clean, data_cfg):
 
 
 def split_validation(images, fraction, tile):
-    """Split into ``(train, validation)`` image lists without overlap.
+    """Split into ``(train, validation)`` image lists without overlap, file by file.
 
-    With 10 or more images, the last ``fraction`` of them (at least one) is held out.
-    Otherwise a band of ``fraction`` of the rows at the bottom of each image is held out
-    (at least one tile high, and only where the rest keeps at least one tile).
+    From a file of 10 or more sections (a stack), the last ``fraction`` of them (at least
+    one) is held out. From a file with fewer, a band of ``fraction`` of the rows at the
+    bottom of each image is held out (at least one tile high, and only where the rest keeps
+    at least one tile).
     """
     if fraction <= 0:
         return list(images), []
-    if len(images) >= 10:
-        n_val = max(1, int(round(len(images) * fraction)))
-        return images[:-n_val], images[-n_val:]
-    train, val = [], []
+    by_source = {}
     for im in images:
-        h = im.clean.shape[0]
-        band = max(tile, int(round(h * fraction)))
-        if h - band >= tile:
-            cut = h - band
-            train.append(Image(im.name, im.clean[:cut], None if im.noisy is None else im.noisy[:cut]))
-            val.append(Image(im.name + "[val]", im.clean[cut:],
-                             None if im.noisy is None else im.noisy[cut:]))
-        else:
-            train.append(im)
+        by_source.setdefault(im.source, []).append(im)
+    train, val = [], []
+    for group in by_source.values():
+        if len(group) >= 10:
+            n_val = max(1, int(round(len(group) * fraction)))
+            train += group[:-n_val]
+            val += group[-n_val:]
+            continue
+        for im in group:
+            h = im.clean.shape[0]
+            band = max(tile, int(round(h * fraction)))
+            if h - band >= tile:
+                cut = h - band
+                train.append(Image(im.name, im.clean[:cut],
+                                   None if im.noisy is None else im.noisy[:cut], im.source))
+                val.append(Image(im.name + "[val]", im.clean[cut:],
+                                 None if im.noisy is None else im.noisy[cut:], im.source))
+            else:
+                train.append(im)
     return train, val
 
 

@@ -1,0 +1,284 @@
+"""Clean cryo-EM-like fields simulated from an atomic model or a density map.
+
+A structure becomes a weighted point cloud: atoms (read with gemmi; weight = atomic number,
+hydrogens dropped) or the voxels of a density map (weight = density above a threshold). Each
+particle is the cloud under a rotation drawn uniformly from SO(3) (scipy), projected along z
+by bilinear splatting onto the pixel grid and blurred to the atoms' size. Particles are
+placed at random, non-overlapping positions on a smooth low-frequency "ice" background, the
+field is filtered by the contrast transfer function (CTF) of a microscope with a defocus drawn
+from a range (optionally astigmatic) and a B-factor envelope, and scaled to [0, 255]. These
+noise-free fields are the clean targets ``fit`` trains on.
+
+CTF (weak-phase approximation; Δf > 0 is underfocus, k in 1/Å)::
+
+    chi(k)   = pi * lambda * df * k^2 - pi/2 * Cs * lambda^3 * k^4
+    CTF(k)   = -(sqrt(1 - A^2) * sin(chi) + A * cos(chi)) * exp(-B k^2 / 4)
+    lambda   = 12.2643247 / sqrt(V * (1 + 0.978466e-6 * V))  Å, V in volts
+
+Everything is seeded: the same source, config and seed give the same fields.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cryoem_denoise.config import SimulationConfig  # noqa: F401  (re-exported)
+from cryoem_denoise.errors import ConfigError, InputError
+
+MODEL_SUFFIXES = (".pdb", ".ent", ".cif", ".mmcif")
+
+
+@dataclass
+class PointCloud:
+    """A structure as weighted points, centred, in Å."""
+
+    xyz: np.ndarray      # (n, 3), x y z in Å, centred on the structure
+    weight: np.ndarray   # (n,)
+    name: str
+    spacing: float = 0.0  # grid spacing of map voxels, Å (0 for atoms)
+
+    @property
+    def radius(self):
+        """Largest distance of a point from the centre, Å."""
+        return float(np.sqrt((self.xyz ** 2).sum(axis=1).max()))
+
+
+def _plain_name(path):
+    name = Path(path).name.lower()
+    return name[:-3] if name.endswith(".gz") else name
+
+
+def load_structure(path, threshold=None):
+    """Read an atomic model (PDB/mmCIF) or a density map (MRC) as a :class:`PointCloud`.
+
+    Raises
+    ------
+    InputError
+        Unreadable model, a model without atoms, a map that is not 3D or has no density
+        above the threshold.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("no such file", path)
+    name = _plain_name(path)
+    if name.endswith(MODEL_SUFFIXES):
+        return _load_model(path)
+    return _load_map(path, threshold)
+
+
+def _load_model(path):
+    import gemmi
+
+    try:
+        st = gemmi.read_structure(str(path))
+    except (RuntimeError, ValueError, OSError) as exc:
+        raise InputError(f"gemmi cannot read this model ({str(exc).splitlines()[0]})", path) from None
+    st.remove_hydrogens()
+    if len(st) == 0:
+        raise InputError("model has no atoms", path)
+    xyz, z = [], []
+    for chain in st[0]:
+        for res in chain:
+            for atom in res:
+                xyz.append(atom.pos.tolist())
+                z.append(atom.element.atomic_number)
+    if not xyz:
+        raise InputError("model has no atoms", path)
+    xyz = np.asarray(xyz, np.float64)
+    return PointCloud(xyz - xyz.mean(axis=0), np.asarray(z, np.float64), path.name)
+
+
+def _load_map(path, threshold):
+    from cryoem_denoise import mrc
+
+    sections, header = mrc.read_sections(path)
+    if header.kind == "image" or min(header.shape) < 2:
+        raise InputError(f"a density map must be 3D, this is a {header.kind} of shape "
+                         f"{header.shape}", path)
+    vol = sections.astype(np.float64)
+    voxel = np.array(header.voxel_size[::-1], np.float64)  # z y x
+    if not (voxel > 0).all():
+        raise InputError("density map has no voxel size", path)
+    cut = vol.mean() + vol.std() if threshold is None else threshold
+    idx = np.argwhere(vol > cut)
+    if not len(idx):
+        raise InputError(f"no density above the threshold {cut:g}", path)
+    centre = (np.array(vol.shape) - 1) / 2.0
+    zyx = (idx - centre) * voxel
+    return PointCloud(zyx[:, ::-1].copy(), vol[vol > cut] - cut, path.name, float(voxel.max()))
+
+
+def wavelength(voltage_kv):
+    """Relativistic electron wavelength in Å."""
+    v = voltage_kv * 1e3
+    return 12.2643247 / np.sqrt(v * (1 + 0.978466e-6 * v))
+
+
+def ctf(k, defocus_a, cfg, angle_k=None, astig_a=0.0, astig_angle=0.0):
+    """CTF at spatial frequencies ``k`` (1/Å), defocus in Å (underfocus positive)."""
+    lam = wavelength(cfg.voltage_kv)
+    cs = cfg.cs_mm * 1e7
+    df = defocus_a
+    if angle_k is not None and astig_a:
+        df = defocus_a + astig_a * np.cos(2 * (angle_k - astig_angle))
+    k2 = k * k
+    chi = np.pi * lam * df * k2 - 0.5 * np.pi * cs * lam ** 3 * k2 * k2
+    a = cfg.amplitude_contrast
+    return -(np.sqrt(1 - a * a) * np.sin(chi) + a * np.cos(chi)) * np.exp(-cfg.b_factor * k2 / 4)
+
+
+def ctf_2d(shape, pixel_size, defocus_a, cfg, astig_a=0.0, astig_angle=0.0):
+    """The CTF on the ``rfft2`` grid of an image of ``shape``."""
+    ky = np.fft.fftfreq(shape[0], d=pixel_size)[:, None]
+    kx = np.fft.rfftfreq(shape[1], d=pixel_size)[None, :]
+    k = np.sqrt(kx * kx + ky * ky)
+    return ctf(k, defocus_a, cfg, np.arctan2(ky, kx), astig_a, astig_angle)
+
+
+def project(cloud, rotation, pixel_size, shape, centre):
+    """Project a rotated cloud along z onto a ``shape`` grid, bilinear splatting.
+
+    ``centre`` is the ``(y, x)`` pixel the cloud's origin lands on; ``rotation`` a 3x3
+    matrix applied to the points (identity: a plain sum along z).
+    """
+    xyz = cloud.xyz @ np.asarray(rotation).T
+    u = xyz[:, 0] / pixel_size + centre[1]
+    v = xyz[:, 1] / pixel_size + centre[0]
+    u0, v0 = np.floor(u).astype(np.int64), np.floor(v).astype(np.int64)
+    fu, fv = u - u0, v - v0
+    out = np.zeros(shape[0] * shape[1], np.float64)
+    for du, dv, w in ((0, 0, (1 - fu) * (1 - fv)), (1, 0, fu * (1 - fv)),
+                      (0, 1, (1 - fu) * fv), (1, 1, fu * fv)):
+        x, y = u0 + du, v0 + dv
+        ok = (x >= 0) & (x < shape[1]) & (y >= 0) & (y < shape[0])
+        out += np.bincount(y[ok] * shape[1] + x[ok], weights=(w * cloud.weight)[ok],
+                           minlength=out.size)
+    return out.reshape(shape)
+
+
+def _ice(shape, cfg, rng):
+    white = rng.standard_normal(shape)
+    ky = np.fft.fftfreq(shape[0], d=cfg.pixel_size)[:, None]
+    kx = np.fft.rfftfreq(shape[1], d=cfg.pixel_size)[None, :]
+    filt = np.exp(-((kx * kx + ky * ky) * (cfg.ice_length ** 2)) * 2)
+    ice = np.fft.irfft2(np.fft.rfft2(white) * filt, s=shape)
+    return ice / (ice.std() + 1e-12)
+
+
+def _positions(n, field, radius_px, rng, attempts=500):
+    """Up to ``n`` centres at least ``2 * radius_px`` apart, inside the field."""
+    lo, hi = radius_px, field - radius_px
+    chosen = []
+    for _ in range(attempts):
+        if len(chosen) == n:
+            break
+        p = rng.uniform(lo, hi, 2)
+        if all(np.hypot(*(p - q)) >= 2 * radius_px for q in chosen):
+            chosen.append(p)
+    return chosen
+
+
+class Simulator:
+    """Draws clean fields of one structure; see the module docstring.
+
+    Raises
+    ------
+    ConfigError
+        A config that is invalid or makes the particle larger than the field.
+    """
+
+    def __init__(self, cloud, cfg):
+        self.cloud = cloud
+        self.cfg = cfg.validate()
+        self.radius_px = cloud.radius / cfg.pixel_size
+        if 2 * self.radius_px >= cfg.field:
+            raise ConfigError(f"the particle ({2 * cloud.radius:.0f} Å = {2 * self.radius_px:.0f} px "
+                              f"at {cfg.pixel_size:g} Å/px) does not fit the {cfg.field}-pixel field; "
+                              "raise --pixel-size or --field")
+        # map voxels coarser than the pixel are smoothed into a continuous density
+        self._blur = max(cfg.atom_blur, 0.6 * cloud.spacing) / cfg.pixel_size
+
+    def field(self, rng):
+        """One clean field on [0, 255] (float32) and its parameters."""
+        from scipy.ndimage import gaussian_filter
+        from scipy.spatial.transform import Rotation
+
+        cfg = self.cfg
+        pad = int(np.ceil(self.radius_px)) + 8  # room for CTF delocalisation and wrap-around
+        size = cfg.field + 2 * pad
+        signal = np.zeros((size, size))
+        centres = _positions(cfg.particles, cfg.field, self.radius_px, rng)
+        rotations = Rotation.random(len(centres), random_state=rng).as_matrix()
+        for (cy, cx), rot in zip(centres, rotations):
+            signal += project(self.cloud, rot, cfg.pixel_size, (size, size), (cy + pad, cx + pad))
+        if self._blur > 0:
+            signal = gaussian_filter(signal, self._blur)
+        peak = signal.max() or 1.0
+        signal /= peak
+        signal += cfg.ice * 0.25 * _ice(signal.shape, cfg, rng)
+        defocus = rng.uniform(*cfg.defocus_um) * 1e4
+        astig = rng.uniform(0, cfg.astigmatism_um) * 1e4
+        angle = rng.uniform(0, np.pi)
+        h = ctf_2d(signal.shape, cfg.pixel_size, defocus, cfg, astig, angle)
+        # weak-phase image contrast: CTF < 0 at low frequency, so particles come out dark
+        image = np.fft.irfft2(np.fft.rfft2(signal) * h, s=signal.shape)
+        image = image[pad:pad + cfg.field, pad:pad + cfg.field]
+        lo, hi = image.min(), image.max()
+        clean = ((image - lo) * (255.0 / (hi - lo))).astype(np.float32)
+        return clean, {"particles": len(centres), "defocus_um": defocus / 1e4,
+                       "astigmatism_um": astig / 1e4, "astigmatism_angle": angle}
+
+    def fields(self, n, seed, progress=None):
+        """``n`` fields ``(n, field, field)`` and their parameters; reproducible by seed."""
+        out = np.empty((n, self.cfg.field, self.cfg.field), np.float32)
+        params = []
+        for i in range(n):
+            out[i], p = self.field(np.random.default_rng([seed, i]))
+            params.append(p)
+            if progress is not None:
+                progress(1)
+        return out, params
+
+
+def _cache_key(path, cfg, seed):
+    import hashlib
+    import json
+
+    from cryoem_denoise.datasets import sha256_of
+
+    text = json.dumps({"source": sha256_of(path), "cfg": cfg.to_dict(), "seed": seed},
+                      sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def simulate_to_file(source, out, n, cfg, seed=0, *, overwrite=False, progress=False):
+    """Simulate ``n`` fields of ``source`` into an MRC stack at ``out``."""
+    from cryoem_denoise import mrc
+    from cryoem_denoise.progress import progress_bar
+
+    sim = Simulator(load_structure(source, cfg.map_threshold), cfg)
+    with progress_bar(n, f"simulate {Path(source).name}", "field", progress) as bar:
+        with mrc.create_mrc(out, (n, cfg.field, cfg.field), kind="stack",
+                            voxel_size=(cfg.pixel_size,) * 3, overwrite=overwrite,
+                            label=f"simulated from {Path(source).name}, seed {seed}") as data:
+            for i in range(n):
+                data[i], _ = sim.field(np.random.default_rng([seed, i]))
+                bar.update(1)
+    return Path(out)
+
+
+def cached_fields(source, cfg, seed=0, cache=None, progress=False):
+    """Path of a stack of ``cfg.fields`` simulated fields, generated once into the cache.
+
+    The file name carries a hash of the source's content, the config and the seed, so a
+    changed setting makes a new stack and a repeated run reuses the old one.
+    """
+    from cryoem_denoise.datasets import cache_dir
+
+    folder = Path(cache) if cache else cache_dir() / "simulated"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{Path(source).name.split('.')[0]}-{_cache_key(source, cfg, seed)}.mrcs"
+    if not path.exists():
+        simulate_to_file(source, path, cfg.fields, cfg, seed, progress=progress)
+    return path

@@ -1,0 +1,128 @@
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from cryoem_denoise import mrc, simulate
+from cryoem_denoise.cli import cli
+from cryoem_denoise.config import SimulationConfig
+from cryoem_denoise.errors import ConfigError, InputError
+
+
+@pytest.fixture
+def blob_map(tmp_path):
+    """A small positive density (two blobs) as an MRC volume, 1 Å voxels."""
+    rng = np.random.default_rng(0)
+    vol = np.zeros((9, 11, 13), np.float32)
+    vol[2:7, 3:8, 4:9] = rng.uniform(0.5, 2.0, (5, 5, 5))
+    vol[4, 5, 10] = 3.0
+    path = tmp_path / "blob.map"
+    mrc.write_mrc(path, vol, voxel_size=(1.0, 1.0, 1.0), kind="volume")
+    return path, vol
+
+
+def test_projection_of_a_known_density_is_the_direct_sum(blob_map):
+    path, vol = blob_map
+    cloud = simulate.load_structure(path, threshold=0.0)
+    shape = vol.shape[1:]
+    centre = ((shape[0] - 1) / 2, (shape[1] - 1) / 2)
+    proj = simulate.project(cloud, np.eye(3), 1.0, shape, centre)
+    np.testing.assert_allclose(proj, vol.sum(axis=0), rtol=1e-6, atol=1e-6)
+    # a quarter turn about z turns the projection by 90 degrees (square grid needed)
+    rot = np.array([[0, -1, 0], [1, 0, 0], [0, 0, 1]], float)
+    big = (15, 15)
+    a = simulate.project(cloud, np.eye(3), 1.0, big, (7, 7))
+    b = simulate.project(cloud, rot, 1.0, big, (7, 7))
+    np.testing.assert_allclose(np.rot90(a, -1), b, atol=1e-6)  # x -> y: clockwise in (row, col)
+
+
+def test_ctf_zeros_where_theory_puts_them():
+    cfg = SimulationConfig(amplitude_contrast=0.0, cs_mm=0.0, b_factor=0.0)
+    lam = simulate.wavelength(300)
+    assert lam == pytest.approx(0.019687, abs=1e-5)
+    defocus = 15000.0
+    zeros = np.sqrt(np.arange(1, 6) / (lam * defocus))
+    np.testing.assert_allclose(simulate.ctf(zeros, defocus, cfg), 0, atol=1e-9)
+    between = np.sqrt((np.arange(1, 6) - 0.5) / (lam * defocus))
+    assert np.all(np.abs(simulate.ctf(between, defocus, cfg)) > 0.99)
+    # with spherical aberration the zeros move to where chi(k) = n pi
+    cfg_cs = SimulationConfig(amplitude_contrast=0.0, cs_mm=2.7, b_factor=0.0)
+    cs = 2.7e7
+    k = np.linspace(0.01, 0.3, 20000)
+    chi = np.pi * lam * defocus * k ** 2 - 0.5 * np.pi * cs * lam ** 3 * k ** 4
+    first = k[np.argmin(np.abs(chi - np.pi))]
+    assert abs(simulate.ctf(np.array([first]), defocus, cfg_cs)[0]) < 1e-3
+    # the 2D CTF is the radial one along any direction when there is no astigmatism
+    h = simulate.ctf_2d((64, 64), 2.0, defocus, cfg)
+    kx = np.fft.rfftfreq(64, d=2.0)
+    np.testing.assert_allclose(h[0], simulate.ctf(kx, defocus, cfg))
+
+
+def test_fields_are_reproducible_in_range_and_separated(blob_map):
+    path, _ = blob_map
+    cfg = SimulationConfig(pixel_size=1.0, field=96, particles=4, defocus_um=(0.5, 1.0))
+    sim = simulate.Simulator(simulate.load_structure(path, threshold=0.0), cfg)
+    a, params = sim.fields(3, seed=5)
+    b, _ = sim.fields(3, seed=5)
+    c, _ = sim.fields(3, seed=6)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    assert a.dtype == np.float32 and a.shape == (3, 96, 96)
+    assert a.min() == 0 and a.max() == pytest.approx(255)
+    assert all(0.5 <= p["defocus_um"] <= 1.0 and p["particles"] >= 1 for p in params)
+    rng = np.random.default_rng(0)
+    centres = simulate._positions(5, 200, 20, rng)
+    for i, p in enumerate(centres):
+        for q in centres[i + 1:]:
+            assert np.hypot(*(p - q)) >= 40
+
+
+def test_atomic_model_through_gemmi(tmp_path):
+    pdb = tmp_path / "tiny.pdb"
+    lines = []
+    for i, (x, y, z, el) in enumerate([(0, 0, 0, "C"), (5, 0, 0, "N"), (0, 5, 0, "O"),
+                                       (0, 0, 5, "S"), (1, 1, 1, "H")]):
+        lines.append(f"ATOM  {i + 1:5d}  {el:<3s} ALA A   1    {x:8.3f}{y:8.3f}{z:8.3f}"
+                     f"  1.00  0.00          {el:>2s}")
+    pdb.write_text("\n".join(lines) + "\nEND\n")
+    cloud = simulate.load_structure(pdb)
+    assert len(cloud.weight) == 4  # hydrogen dropped
+    assert sorted(cloud.weight) == [6, 7, 8, 16]
+    np.testing.assert_allclose(cloud.xyz.mean(axis=0), 0, atol=1e-9)
+
+
+def test_bad_sources_and_settings(tmp_path, blob_map):
+    path, _ = blob_map
+    bad = tmp_path / "bad.cif"
+    bad.write_text("not a model\n")
+    with pytest.raises(InputError, match="gemmi cannot read"):
+        simulate.load_structure(bad)
+    flat = tmp_path / "flat.mrc"
+    mrc.write_mrc(flat, np.arange(256, dtype=np.float32).reshape(16, 16))
+    with pytest.raises(InputError, match="must be 3D"):
+        simulate.load_structure(flat)
+    cloud = simulate.load_structure(path, threshold=0.0)
+    with pytest.raises(ConfigError, match="does not fit"):
+        simulate.Simulator(cloud, SimulationConfig(pixel_size=0.1, field=64))
+    for defocus in [(2.0, 1.0), (-1.0, 1.0), (0.0, 0.0)]:
+        with pytest.raises(ConfigError, match="defocus range"):
+            SimulationConfig(defocus_um=defocus).validate()
+
+
+def test_simulate_cli_and_cache(blob_map, tmp_path):
+    path, _ = blob_map
+    out = tmp_path / "fields.mrcs"
+    result = CliRunner().invoke(cli, ["simulate", str(path), "--out", str(out), "--n", "3",
+                                      "--pixel-size", "1", "--field", "64", "--threshold", "0",
+                                      "--png", "-q"])
+    assert result.exit_code == 0, result.output
+    sections, header = mrc.read_sections(out)
+    assert header.shape == (3, 64, 64) and header.kind == "stack" and header.voxel_size[0] == 1.0
+    assert (tmp_path / "fields.png").exists()
+    bad = CliRunner().invoke(cli, ["simulate", str(path), "--out", str(tmp_path / "x.mrcs"),
+                                   "--defocus", "-1:2"])
+    assert bad.exit_code == 2 and "defocus range" in bad.output
+    cfg = SimulationConfig(pixel_size=1.0, field=64, fields=2, map_threshold=0.0)
+    first = simulate.cached_fields(path, cfg, seed=1, cache=tmp_path / "cache")
+    stamp = first.stat().st_mtime_ns
+    assert simulate.cached_fields(path, cfg, seed=1, cache=tmp_path / "cache") == first
+    assert first.stat().st_mtime_ns == stamp
