@@ -167,8 +167,7 @@ _FIT_OPTIONS = {
 
 
 def _build_fit_config(base, experiment, options):
-    from cryoem_denoise.config import ConfigError
-
+    """``base`` with a Table 2 experiment and the options that were given applied."""
     cfg = base
     if experiment:
         cfg.train.apply_experiment(experiment)
@@ -177,10 +176,7 @@ def _build_fit_config(base, experiment, options):
             continue
         section, field = _FIT_OPTIONS[name]
         setattr(getattr(cfg, section), field, value)
-    try:
-        return cfg.validate()
-    except ConfigError:
-        raise
+    return cfg.validate()
 
 
 def _quiet_tensorflow():
@@ -301,8 +297,8 @@ def fit(inputs, out, noisy, config_file, tiny, experiment, sim_sources, resume, 
 # -- apply -------------------------------------------------------------------------------
 @cli.command()
 @click.argument("inputs", nargs=-1, required=True)
-@click.option("--model", "-m", "model_dir", required=True, type=click.Path(),
-              help="Model folder written by `fit`.")
+@click.option("--model", "-m", "model_dir", type=click.Path(),
+              help="Model folder written by `fit` (default: the model shipped with the package).")
 @click.option("--out", "-o", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Output folder (created if missing).")
 @click.option("--sigma", type=float,
@@ -356,7 +352,8 @@ def apply(inputs, model_dir, out_dir, sigma, seed, png, dtype, suffix, tile, ove
         raise OutputError(f"cannot create the output folder ({exc.strerror})", out_dir) from None
     jobs = apply_files.plan_jobs(files, options)
     _quiet_tensorflow()
-    denoiser, fit_cfg = load_denoiser(model_dir, InferenceConfig(tile, overlap, batch_size, precision))
+    denoiser, fit_cfg = load_denoiser(_default_model_or(model_dir),
+                                      InferenceConfig(tile, overlap, batch_size, precision))
     report = apply_files.run_jobs(denoiser, fit_cfg.data, jobs, options, progress=not quiet)
     for path, message in report.failed:
         error_line(message)
@@ -438,6 +435,83 @@ def simulate(source, out, n_fields, seed, pixel_size, field, particles, voltage,
             png_path = Path(out).with_suffix(".png")
             figures.save_panels(png_path, panels, overwrite=overwrite, shared_contrast=False)
         click.echo(f"preview: {png_path}")
+
+
+# -- evaluate ----------------------------------------------------------------------------
+def _default_model_or(model_dir):
+    from cryoem_denoise.model_store import default_model_dir
+
+    return model_dir or default_model_dir()
+
+
+@cli.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--model", "-m", "model_dir", type=click.Path(),
+              help="Model folder for the 'gan' method (default: the shipped model).")
+@click.option("--out", "-o", "out_dir", required=True, type=click.Path(file_okay=False))
+@click.option("--sigma", "sigmas", default="10,25,40,80", show_default=True,
+              help="Noise levels on [0,255], comma-separated.")
+@click.option("--methods", default="gan,bm3d,ksvd,gaussian,noisy", show_default=True,
+              help="Comma-separated: gan, bm3d, ksvd, gaussian, noisy.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--crop", type=int, help="Centre-crop every image to this side first.")
+@click.option("--max-images", type=int, help="Use at most this many images.")
+@click.option("--jobs", type=int, help="Processes for the classical methods [CPU count].")
+@click.option("--quiet", "-q", is_flag=True)
+def evaluate(inputs, model_dir, out_dir, sigmas, methods, seed, crop, max_images, jobs, quiet):
+    """Compare the GAN with BM3D, K-SVD, Gaussian blur and the noisy input on clean INPUTS.
+
+    Writes results.json/.csv, table.md (the paper's Table 1 layout, per sigma), fig6_*.png
+    and fig10.png into --out. Finished cells are kept in cells.jsonl: rerunning the same
+    command resumes an interrupted run.
+    """
+    from cryoem_denoise import evaluate as ev, mrc
+
+    cfg = ev.EvaluateConfig(sigmas=tuple(ev.parse_list(sigmas, float)),
+                            methods=tuple(ev.parse_list(methods)), seed=seed, crop=crop,
+                            max_images=max_images, jobs=jobs).validate()
+    files = mrc.find_mrc_files(inputs)
+    if "gan" in cfg.methods:
+        _quiet_tensorflow()
+        model_dir = _default_model_or(model_dir)
+    results = ev.evaluate(files, out_dir, cfg, model_dir=model_dir, progress=not quiet)
+    click.echo(ev.markdown_table(results, cfg))
+    click.echo(f"results in {out_dir}")
+
+
+# -- experiments -------------------------------------------------------------------------
+@cli.command()
+@click.argument("inputs", nargs=-1)
+@click.option("--out", "-o", "out_dir", required=True, type=click.Path(file_okay=False))
+@click.option("--names", default="1011,1010,1009,1005", show_default=True,
+              help="Which of the paper's Table 2 experiments to run.")
+@click.option("--tiny", is_flag=True, help="Small, fast preset (64x64 tiles, 8 filters).")
+@click.option("--steps", type=int, help="Steps per experiment (the same budget for all).")
+@click.option("--batch-size", type=int)
+@click.option("--sigma")
+@click.option("--seed", type=int)
+@click.option("--log-every", type=int)
+@click.option("--validate-every", type=int)
+@click.option("--quiet", "-q", is_flag=True)
+def experiments(inputs, out_dir, names, tiny, quiet, **options):
+    """The paper's optimiser experiments (Table 2): same data, seed and budget per setting.
+
+    Writes OUT/expNNNN model folders, table2.md/.json, fig7.png (loss curves) and fig8.png
+    (PSNR/SSIM bars). Finished experiments are reused and interrupted ones resumed.
+    """
+    from cryoem_denoise import datasets, mrc
+    from cryoem_denoise import experiments as exps
+    from cryoem_denoise.config import FitConfig, tiny_config
+    from cryoem_denoise.evaluate import parse_list
+
+    _quiet_tensorflow()
+    cfg = _build_fit_config(tiny_config() if tiny else FitConfig(), None, options)
+    clean = mrc.find_mrc_files(inputs) if inputs else \
+        datasets.default_training_inputs(cfg.simulation, cfg.train.seed, progress=not quiet)
+    results = exps.run_experiments(cfg, clean, out_dir, tuple(parse_list(names)),
+                                   progress=not quiet)
+    click.echo(exps.table2_markdown(results["experiments"]))
+    click.echo(f"results in {out_dir}")
 
 
 def main(argv=None):

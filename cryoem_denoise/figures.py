@@ -81,3 +81,51 @@ def image_panels(panels, *, max_side=1024, shared_contrast=True, panel_inches=4.
 def save_panels(path, panels, *, overwrite=False, protected=(), **kwargs):
     """:func:`image_panels` written to ``path``."""
     save_figure(image_panels(panels, **kwargs), path, overwrite=overwrite, protected=protected)
+
+
+def metric_bars(summary, methods, labels, metric_names=(("psnr", "PSNR (dB)"), ("ssim", "SSIM"))):
+    """Grouped bars of metrics per noise level (the paper's Fig. 10); ``summary`` maps
+    ``str(sigma) -> method -> {metric: mean, metric_std: std}``."""
+    plt = _matplotlib()
+    sigmas = list(summary)
+    fig, axes = plt.subplots(1, len(metric_names), figsize=(6 * len(metric_names), 4), squeeze=False)
+    width = 0.8 / max(1, len(methods))
+    for ax, (key, title) in zip(axes[0], metric_names):
+        for j, m in enumerate(methods):
+            means = [summary[s][m][key] if m in summary[s] else np.nan for s in sigmas]
+            stds = [summary[s][m].get(key + "_std", 0) if m in summary[s] else 0 for s in sigmas]
+            ax.bar(np.arange(len(sigmas)) + (j - (len(methods) - 1) / 2) * width, means, width,
+                   yerr=stds, label=labels.get(m, m), capsize=2)
+        ax.set_xticks(np.arange(len(sigmas)))
+        ax.set_xticklabels([_group_label(s) for s in sigmas])
+        ax.set_title(title)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _group_label(key):
+    try:
+        return f"σ = {float(key):g}"
+    except ValueError:
+        return str(key)
+
+
+def loss_curves(histories, labels=None):
+    """Generator and critic loss curves per run (the paper's Fig. 7); ``histories`` maps a
+    run name to a dict with ``step``, ``g_loss`` and ``d_loss`` sequences."""
+    plt = _matplotlib()
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    for name, h in histories.items():
+        label = (labels or {}).get(name, name)
+        axes[0].plot(h["step"], h["g_loss"], label=label)
+        axes[1].plot(h["step"], h["d_loss"], label=label)
+    axes[0].set_title("generator loss")
+    axes[1].set_title("critic loss")
+    for ax in axes:
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -36,6 +36,20 @@ LOGS = "logs"
 _CKPT = re.compile(r"^ckpt-(\d+)\.npz$")
 
 
+def default_model_dir():
+    """The model folder shipped inside the package (see scripts/train_default_model.sh).
+
+    Raises
+    ------
+    InputError
+        If this installation has no default model.
+    """
+    folder = Path(__file__).resolve().parent / "default_model"
+    if not (folder / WEIGHTS).is_file():
+        raise InputError("no --model given and this installation has no default model", folder)
+    return folder
+
+
 def prepare_new(model_dir, *, overwrite=False):
     """Create (or check) a folder for a new training run.
 
