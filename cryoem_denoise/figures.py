@@ -11,9 +11,13 @@ from cryoem_denoise.atomic import atomic_output
 
 
 def _matplotlib():
+    """pyplot, on the file-only Agg backend unless a notebook shows figures inline."""
+    import sys
+
     import matplotlib
 
-    matplotlib.use("Agg", force=False)
+    if "ipykernel" not in sys.modules:
+        matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     return plt
@@ -127,5 +131,20 @@ def loss_curves(histories, labels=None):
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def pixel_histograms(named_images, bins=128):
+    """Pixel-value histograms on the [0, 255] scale (the paper's Fig. 2), one line each."""
+    plt = _matplotlib()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, img in named_images:
+        hist, edges = np.histogram(np.asarray(img).ravel(), bins=bins, range=(0, 255), density=True)
+        ax.plot((edges[:-1] + edges[1:]) / 2, hist, label=name)
+    ax.set_xlabel("pixel value on [0, 255]")
+    ax.set_ylabel("density")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
