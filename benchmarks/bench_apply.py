@@ -19,7 +19,6 @@ Results go to ``benchmarks/results/apply.json`` with the config, versions and se
 
 import argparse
 import json
-import os
 import resource
 import subprocess
 import sys

@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 
-from cryoem_denoise.config import SimulationConfig  # noqa: F401  (re-exported)
 from cryoem_denoise.errors import ConfigError, InputError
 
 MODEL_SUFFIXES = (".pdb", ".ent", ".cif", ".mmcif")

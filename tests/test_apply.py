@@ -1,6 +1,5 @@
 import json
 
-import mrcfile
 import numpy as np
 import pytest
 from click.testing import CliRunner

@@ -2,7 +2,6 @@ import hashlib
 import io
 import json
 import tarfile
-from dataclasses import replace
 from pathlib import Path
 
 import pytest

@@ -1,0 +1,166 @@
+"""Commands about data: ``info``, ``fetch``, ``simulate``."""
+
+import json
+import sys
+
+import click
+import numpy as np
+
+from cryoem_denoise.cli.common import cli, error_line, report_and_continue
+from cryoem_denoise.errors import CryoEMDenoiseError, InputError
+
+
+def _fmt(value):
+    return f"{value:.6g}"
+
+
+def _info_record(path):
+    from cryoem_denoise import mrc
+
+    with mrc.open_sections(path) as (sections, header):
+        stats = mrc.pixel_statistics(sections)
+        problem = None
+        try:
+            mrc.check_sections(sections, path)
+        except InputError as exc:
+            problem = exc.message
+    return header, stats, problem
+
+
+def _print_info(header, stats, problem):
+    n, ny, nx = header.shape
+    vx, vy, vz = header.voxel_size
+    what = {"image": "single image", "stack": f"stack of {n} images",
+            "volume": f"volume of {n} sections"}[header.kind]
+    voxel = f"{_fmt(vx)} x {_fmt(vy)} A" if vx else "unknown"
+    if header.kind == "volume" and vz:
+        voxel += f" x {_fmt(vz)} A"
+    ext = f"{header.exttyp or 'untyped'}, {header.extended_header_bytes} bytes" \
+        if header.extended_header_bytes else "none"
+    click.echo(header.path)
+    click.echo(f"  kind:     {what}, {nx} x {ny} pixels (x by y)")
+    click.echo(f"  mode:     {header.mode} ({header.dtype})")
+    click.echo(f"  voxel:    {voxel}")
+    click.echo(f"  extended: {ext}")
+    click.echo(f"  pixels:   min {_fmt(stats['min'])}  max {_fmt(stats['max'])}  "
+               f"mean {_fmt(stats['mean'])}  std {_fmt(stats['std'])}")
+    click.echo(f"  valid:    {'yes' if problem is None else 'no: ' + problem}")
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per file.")
+def info(files, as_json):
+    """Show shape, mode, voxel size and pixel statistics of MRC FILES, and check them.
+
+    Exit status 2 if any file is unreadable or invalid (the others are still shown).
+    """
+    from dataclasses import asdict
+
+    failed = False
+    for path in files:
+        try:
+            header, stats, problem = _info_record(path)
+        except CryoEMDenoiseError as exc:
+            report_and_continue(exc)
+            failed = True
+            continue
+        if problem is not None:
+            failed = True
+        if as_json:
+            click.echo(json.dumps({**asdict(header), "statistics": stats, "valid": problem is None,
+                                   "problem": problem}))
+        else:
+            _print_info(header, stats, problem)
+        if problem is not None:
+            error_line(InputError(problem, path))
+    if failed:
+        sys.exit(2)
+
+
+@cli.command()
+@click.argument("names", nargs=-1)
+@click.option("--list", "list_only", is_flag=True, help="List the sample files and their sources.")
+@click.option("--cache", type=click.Path(file_okay=False),
+              help="Cache folder (default: $CRYOEM_DENOISE_DATA or ~/.cache/cryoem-denoise).")
+def fetch(names, list_only, cache):
+    """Fetch the real sample data (micrographs, EMDB maps, 6zu5 model) into the cache.
+
+    NAMES picks files (default: all). Files already cached and verified are not
+    downloaded again; the paths are printed, one per line.
+    """
+    from cryoem_denoise import datasets
+
+    if list_only:
+        for s in datasets.SAMPLES.values():
+            click.echo(f"{s.name:20s} {s.kind:10s} {s.source.sdist_prefix} ({s.source.licence}): "
+                       f"{s.description}")
+        return
+    for path in datasets.fetch(names or None, cache=cache).values():
+        click.echo(str(path))
+
+
+# -- simulate ----------------------------------------------------------------------------
+@cli.command()
+@click.argument("source", type=click.Path())
+@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False),
+              help="Output stack (.mrcs) of clean fields.")
+@click.option("--n", "n_fields", type=int, default=10, show_default=True, help="Fields to simulate.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--pixel-size", type=float, default=2.0, show_default=True, help="Å per pixel.")
+@click.option("--field", type=int, default=512, show_default=True, help="Field side, pixels.")
+@click.option("--particles", type=int, default=6, show_default=True, help="Particles per field.")
+@click.option("--voltage", type=float, default=300.0, show_default=True, help="kV.")
+@click.option("--cs", type=float, default=2.7, show_default=True, help="Spherical aberration, mm.")
+@click.option("--amplitude-contrast", type=float, default=0.1, show_default=True)
+@click.option("--defocus", default="1.0:2.5", show_default=True,
+              help="Underfocus range MIN:MAX in µm (or one value).")
+@click.option("--astigmatism", type=float, default=0.05, show_default=True,
+              help="Max half-difference of the two defoci, µm.")
+@click.option("--b-factor", type=float, default=50.0, show_default=True, help="Envelope, Å².")
+@click.option("--ice", type=float, default=0.3, show_default=True, help="Background strength.")
+@click.option("--threshold", type=float, help="Density maps: voxels above this value.")
+@click.option("--png", is_flag=True, help="Also write a PNG of the first fields.")
+@click.option("--overwrite", is_flag=True)
+@click.option("--quiet", "-q", is_flag=True)
+def simulate(source, out, n_fields, seed, pixel_size, field, particles, voltage, cs,
+             amplitude_contrast, defocus, astigmatism, b_factor, ice, threshold, png, overwrite,
+             quiet):
+    """Simulate clean cryo-EM fields from SOURCE (PDB/mmCIF model or MRC density map).
+
+    Random orientations, non-overlapping particles on a smooth ice background, the CTF of
+    the given microscope, scaled to [0, 255]; reproducible with --seed.
+    """
+    import time
+    from pathlib import Path
+
+    from cryoem_denoise import simulate as sim
+    from cryoem_denoise.config import SimulationConfig
+
+    try:
+        parts = [float(v) for v in defocus.split(":")]
+    except ValueError:
+        raise click.BadParameter(f"expected MIN:MAX in µm, got {defocus!r}", param_hint="--defocus")
+    lo, hi = (parts[0], parts[-1]) if len(parts) in (1, 2) else (None, None)
+    if lo is None:
+        raise click.BadParameter(f"expected MIN:MAX in µm, got {defocus!r}", param_hint="--defocus")
+    cfg = SimulationConfig(pixel_size=pixel_size, field=field, particles=particles,
+                           voltage_kv=voltage, cs_mm=cs, amplitude_contrast=amplitude_contrast,
+                           defocus_um=(lo, hi), astigmatism_um=astigmatism, b_factor=b_factor,
+                           ice=ice, map_threshold=threshold, fields=n_fields).validate()
+    if n_fields < 1:
+        raise click.BadParameter("must be at least 1", param_hint="--n")
+    started = time.perf_counter()
+    path = sim.simulate_to_file(source, out, n_fields, cfg, seed, overwrite=overwrite,
+                                progress=not quiet)
+    seconds = time.perf_counter() - started
+    click.echo(f"{n_fields} field(s) of {field}x{field} px written to {path} "
+               f"({n_fields / seconds:.1f} fields/s)")
+    if png:
+        from cryoem_denoise import figures, mrc
+
+        with mrc.open_sections(path) as (fields, _):
+            panels = [(f"field {i}", np.asarray(fields[i])) for i in range(min(3, n_fields))]
+            png_path = Path(out).with_suffix(".png")
+            figures.save_panels(png_path, panels, overwrite=overwrite, shared_contrast=False)
+        click.echo(f"preview: {png_path}")

@@ -1,0 +1,120 @@
+"""Commands that use a trained model: ``apply`` and ``evaluate``."""
+
+import sys
+
+import click
+
+from cryoem_denoise.cli.common import cli, default_model_or, error_line, quiet_tensorflow
+
+
+# -- apply -------------------------------------------------------------------------------
+@cli.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--model", "-m", "model_dir", type=click.Path(),
+              help="Model folder written by `fit` (default: the model shipped with the package).")
+@click.option("--out", "-o", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Output folder (created if missing).")
+@click.option("--sigma", type=float,
+              help="Paper's protocol: add noise of this sigma (on [0,255]) to each input, taken "
+                   "as the clean reference, denoise, and write noisy images and a metrics table.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the --sigma noise.")
+@click.option("--png", is_flag=True, help="Also write a PNG preview and a side-by-side figure.")
+@click.option("--format", "dtype", type=click.Choice(["float32", "float16"]), default="float32",
+              show_default=True, help="Output pixel type.")
+@click.option("--suffix", default="_denoised", show_default=True,
+              help="Appended to each input's name for its output.")
+@click.option("--tile", type=int, default=256, show_default=True,
+              help="Tile side (a multiple of 2**depth; larger than trained is allowed).")
+@click.option("--overlap", type=int, default=32, show_default=True,
+              help="Pixels shared by neighbouring tiles (blended).")
+@click.option("--batch-size", type=int, default=8, show_default=True, help="Tiles per batch.")
+@click.option("--precision", type=click.Choice(["auto", "float32", "mixed_float16",
+                                                "mixed_bfloat16"]), default="auto",
+              show_default=True, help="auto: mixed_float16 on a GPU, float32 on a CPU.")
+@click.option("--skip-existing", is_flag=True, help="Skip inputs whose outputs all exist.")
+@click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+@click.option("--shard", default="0/1", show_default=True,
+              help="K/N: process every N-th file starting at K (0-based; for job arrays).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def apply(inputs, model_dir, out_dir, sigma, seed, png, dtype, suffix, tile, overlap, batch_size,
+          precision, skip_existing, overwrite, shard, quiet):
+    """Denoise MRC INPUTS (files, folders, globs) with a trained model into --out.
+
+    2D images, .mrcs stacks (section by section) and volumes (as sections) of any size are
+    tiled, denoised in batches, blended and written in the input's units with its voxel size.
+    A file that cannot be read is reported and skipped (exit status 2 at the end).
+    """
+    from pathlib import Path
+
+    from cryoem_denoise import apply_files, mrc
+    from cryoem_denoise.denoise import InferenceConfig, load_denoiser
+    from cryoem_denoise.errors import ConfigError, OutputError
+    from cryoem_denoise.noise import SigmaSpec
+
+    if sigma is not None:
+        sigma = SigmaSpec.parse(sigma).low
+    options = apply_files.ApplyOptions(
+        out_dir=Path(out_dir), suffix=suffix, dtype=dtype, png=png, sigma=sigma, seed=seed,
+        overwrite=overwrite, skip_existing=skip_existing, shard=apply_files.parse_shard(shard))
+    if overwrite and skip_existing:
+        raise ConfigError("choose one of --overwrite and --skip-existing")
+    files = mrc.find_mrc_files(inputs)
+    try:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create the output folder ({exc.strerror})", out_dir) from None
+    jobs = apply_files.plan_jobs(files, options)
+    quiet_tensorflow()
+    denoiser, fit_cfg = load_denoiser(default_model_or(model_dir),
+                                      InferenceConfig(tile, overlap, batch_size, precision))
+    report = apply_files.run_jobs(denoiser, fit_cfg.data, jobs, options, progress=not quiet)
+    for path, message in report.failed:
+        error_line(message)
+    rate = report.tiles / report.seconds if report.seconds else 0.0
+    click.echo(f"{len(report.done)} file(s) denoised into {out_dir}"
+               + (f", {len(report.skipped)} skipped (outputs exist)" if report.skipped else "")
+               + (f", {len(report.failed)} failed" if report.failed else "")
+               + f" in {report.seconds:.1f} s ({rate:.1f} tiles/s)")
+    if report.rows:
+        files, overall, _ = apply_files.summarise(report.rows)
+        click.echo(f"sigma {sigma:g}: PSNR {overall['noisy_psnr']:.2f} -> {overall['denoised_psnr']:.2f} dB, "
+                   f"SSIM {overall['noisy_ssim']:.3f} -> {overall['denoised_ssim']:.3f} "
+                   f"(metrics.md in {out_dir})")
+    if report.failed:
+        sys.exit(2)
+
+
+# -- evaluate ----------------------------------------------------------------------------
+@cli.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--model", "-m", "model_dir", type=click.Path(),
+              help="Model folder for the 'gan' method (default: the shipped model).")
+@click.option("--out", "-o", "out_dir", required=True, type=click.Path(file_okay=False))
+@click.option("--sigma", "sigmas", default="10,25,40,80", show_default=True,
+              help="Noise levels on [0,255], comma-separated.")
+@click.option("--methods", default="gan,bm3d,ksvd,gaussian,noisy", show_default=True,
+              help="Comma-separated: gan, bm3d, ksvd, gaussian, noisy.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--crop", type=int, help="Centre-crop every image to this side first.")
+@click.option("--max-images", type=int, help="Use at most this many images.")
+@click.option("--jobs", type=int, help="Processes for the classical methods [CPU count].")
+@click.option("--quiet", "-q", is_flag=True)
+def evaluate(inputs, model_dir, out_dir, sigmas, methods, seed, crop, max_images, jobs, quiet):
+    """Compare the GAN with BM3D, K-SVD, Gaussian blur and the noisy input on clean INPUTS.
+
+    Writes results.json/.csv, table.md (the paper's Table 1 layout, per sigma), fig6_*.png
+    and fig10.png into --out. Finished cells are kept in cells.jsonl: rerunning the same
+    command resumes an interrupted run.
+    """
+    from cryoem_denoise import evaluate as ev, mrc
+
+    cfg = ev.EvaluateConfig(sigmas=tuple(ev.parse_list(sigmas, float)),
+                            methods=tuple(ev.parse_list(methods)), seed=seed, crop=crop,
+                            max_images=max_images, jobs=jobs).validate()
+    files = mrc.find_mrc_files(inputs)
+    if "gan" in cfg.methods:
+        quiet_tensorflow()
+        model_dir = default_model_or(model_dir)
+    results = ev.evaluate(files, out_dir, cfg, model_dir=model_dir, progress=not quiet)
+    click.echo(ev.markdown_table(results, cfg))
+    click.echo(f"results in {out_dir}")

@@ -1,0 +1,178 @@
+"""Commands that train: ``fit`` and ``experiments``."""
+
+import click
+
+from cryoem_denoise.cli.common import cli, quiet_tensorflow
+
+
+# -- fit ---------------------------------------------------------------------------------
+#: CLI option → (config section, field); each is applied only when given.
+_FIT_OPTIONS = {
+    "tile": ("model", "tile"), "ngf": ("model", "ngf"), "depth": ("model", "depth"),
+    "ndf": ("model", "ndf"), "dropout": ("model", "dropout"), "residual": ("model", "residual"),
+    "critic_layers": ("model", "critic_layers"),
+    "critic_conditional": ("model", "critic_conditional"),
+    "sigma": ("data", "sigma"), "intensity": ("data", "intensity"), "augment": ("data", "augment"),
+    "validation_fraction": ("data", "validation_fraction"),
+    "steps": ("train", "steps"), "batch_size": ("train", "batch_size"),
+    "g_optimizer": ("train", "g_optimizer"), "g_lr": ("train", "g_lr"),
+    "d_optimizer": ("train", "d_optimizer"), "d_lr": ("train", "d_lr"),
+    "clip": ("train", "clip"), "n_critic": ("train", "n_critic"),
+    "gray_lambda": ("train", "gray_lambda"), "gray_scale": ("train", "gray_scale"),
+    "gray_reduction": ("train", "gray_reduction"), "precision": ("train", "precision"),
+    "strategy": ("train", "strategy"), "seed": ("train", "seed"),
+    "log_every": ("train", "log_every"), "validate_every": ("train", "validate_every"),
+    "checkpoint_every": ("train", "checkpoint_every"),
+    "sim_fields": ("simulation", "fields"), "pixel_size": ("simulation", "pixel_size"),
+}
+
+
+def _build_fit_config(base, experiment, options):
+    """``base`` with a Table 2 experiment and the options that were given applied."""
+    cfg = base
+    if experiment:
+        cfg.train.apply_experiment(experiment)
+    for name, value in options.items():
+        if value is None or name not in _FIT_OPTIONS:
+            continue
+        section, field = _FIT_OPTIONS[name]
+        setattr(getattr(cfg, section), field, value)
+    return cfg.validate()
+
+
+@cli.command()
+@click.argument("inputs", nargs=-1, type=click.Path())
+@click.option("--out", "-o", "out", required=True, type=click.Path(file_okay=False),
+              help="Model folder to create (or to continue with --resume).")
+@click.option("--noisy", multiple=True, type=click.Path(),
+              help="Paired mode: a noisy file for each clean INPUT, in the same order (repeat).")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False),
+              help="Start from this config.json (options given here override it).")
+@click.option("--tiny", is_flag=True, help="Small, fast preset (64x64 tiles, 8 filters) for trials.")
+@click.option("--experiment", type=click.Choice(["1011", "1010", "1009", "1005"]),
+              help="Optimisers of one of the paper's Table 2 experiments.")
+@click.option("--steps", type=int, help="Generator steps in all  [10000]")
+@click.option("--batch-size", type=int, help="Global batch size  [4]")
+@click.option("--sigma", help="Noise sigma on [0,255]: '40' or a range '10:80'  [10:80]")
+@click.option("--tile", type=int, help="Training tile side  [256]")
+@click.option("--ngf", type=int, help="Generator filters in the first layer  [64]")
+@click.option("--depth", type=int, help="U-Net encoder blocks  [8]")
+@click.option("--ndf", type=int, help="Critic filters in the first layer  [64]")
+@click.option("--critic-layers", type=int, help="PatchGAN layers  [3]")
+@click.option("--critic-conditional/--critic-unconditional", default=None,
+              help="Critic sees the noisy input too  [conditional]")
+@click.option("--dropout", type=float, help="Decoder dropout  [0.5]")
+@click.option("--residual/--no-residual", default=None, help="Global residual learning  [off]")
+@click.option("--g-optimizer", type=click.Choice(["adam", "sgd", "rmsprop"]), help="[adam]")
+@click.option("--g-lr", type=float, help="Generator learning rate  [1e-4]")
+@click.option("--d-optimizer", type=click.Choice(["adam", "sgd", "rmsprop"]), help="[sgd]")
+@click.option("--d-lr", type=float, help="Critic learning rate  [1e-5]")
+@click.option("--clip", type=float, help="Critic weight clipping c  [0.001]")
+@click.option("--n-critic", type=int, help="Critic updates per generator update  [1]")
+@click.option("--gray-lambda", type=float, help="Weight of the gray constraint  [0.1]")
+@click.option("--gray-scale", type=click.Choice(["model", "unit255"]), help="[model]")
+@click.option("--gray-reduction", type=click.Choice(["sum", "mean"]), help="[sum]")
+@click.option("--intensity", type=click.Choice(["minmax", "percentile"]), help="[minmax]")
+@click.option("--augment/--no-augment", default=None, help="Random flips and rotations  [on]")
+@click.option("--validation-fraction", type=float, help="Held-out share of the data  [0.1]")
+@click.option("--precision", type=click.Choice(["auto", "float32", "mixed_float16",
+                                                "mixed_bfloat16"]), help="[auto]")
+@click.option("--strategy", type=click.Choice(["auto", "default", "mirrored", "multiworker"]),
+              help="tf.distribute strategy  [auto]")
+@click.option("--seed", type=int, help="Random seed  [0]")
+@click.option("--log-every", type=int, help="Steps between loss records  [500]")
+@click.option("--validate-every", type=int, help="Steps between validation scores  [1000]")
+@click.option("--checkpoint-every", type=int, help="Steps between checkpoints  [500]")
+@click.option("--simulate", "sim_sources", multiple=True, type=click.Path(),
+              help="Also train on fields simulated from this atomic model or map (repeat).")
+@click.option("--sim-fields", type=int, help="Fields simulated per --simulate source  [600]")
+@click.option("--pixel-size", type=float, help="Pixel size of simulated fields, Å  [2.0]")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option("--overwrite", is_flag=True, help="Replace a model already in --out.")
+@click.option("--stop-after", type=int, hidden=True)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def fit(inputs, out, noisy, config_file, tiny, experiment, sim_sources, resume, overwrite,
+        stop_after, quiet, **options):
+    """Train the WGAN denoiser on clean MRC INPUTS (files or folders) into --out.
+
+    Noise of --sigma is added on the fly (the paper's protocol); with --noisy, pairs are
+    used as they are. --simulate adds fields simulated from a structure (generated once
+    into the cache). Without INPUTS or --simulate, the built-in set is used: fields
+    simulated from the 6zu5 ribosome plus the two real sample micrographs.
+    """
+    from pathlib import Path
+
+    from cryoem_denoise import datasets, model_store, mrc, training
+    from cryoem_denoise.config import FitConfig, tiny_config
+    from cryoem_denoise.errors import InputError
+    from cryoem_denoise.simulate import cached_fields
+
+    quiet_tensorflow()
+    if resume:
+        if config_file or tiny:
+            raise click.UsageError("--resume continues the saved config; drop --config/--tiny")
+        base = model_store.load_config(out)
+    elif config_file:
+        try:
+            base = FitConfig.from_json(Path(config_file).read_text())
+        except OSError as exc:
+            raise InputError(exc.strerror or "cannot read", config_file) from None
+    else:
+        base = tiny_config() if tiny else FitConfig()
+    cfg = _build_fit_config(base, experiment, options)
+    noisy_paths = mrc.find_mrc_files(noisy) if noisy else None
+    clean = mrc.find_mrc_files(inputs) if inputs else []
+    if noisy_paths and sim_sources:
+        raise click.UsageError("--simulate cannot be combined with --noisy pairs")
+    for source in sim_sources:
+        clean.append(cached_fields(source, cfg.simulation, cfg.train.seed, progress=not quiet))
+    if resume and not clean:
+        clean, noisy_paths = training.saved_inputs(out)
+    elif not clean:
+        click.echo("no inputs given: training on simulated 6zu5 ribosome fields and the sample "
+                   "micrographs", err=True)
+        clean = datasets.default_training_inputs(cfg.simulation, cfg.train.seed,
+                                                 progress=not quiet)
+    meta = training.fit(cfg, clean, out, noisy_paths=noisy_paths, resume=resume,
+                        overwrite=overwrite, progress=not quiet, stop_after=stop_after)
+    last = meta["validation"][-1] if meta["validation"] else {}
+    summary = f"model in {out}: {meta['steps']} steps, {meta['train_seconds']:.0f} s"
+    if last:
+        summary += (f", validation PSNR {last['val_psnr']:.2f} dB (noisy {last['val_psnr_noisy']:.2f}),"
+                    f" SSIM {last['val_ssim']:.3f}")
+    click.echo(summary)
+
+
+# -- experiments -------------------------------------------------------------------------
+@cli.command()
+@click.argument("inputs", nargs=-1)
+@click.option("--out", "-o", "out_dir", required=True, type=click.Path(file_okay=False))
+@click.option("--names", default="1011,1010,1009,1005", show_default=True,
+              help="Which of the paper's Table 2 experiments to run.")
+@click.option("--tiny", is_flag=True, help="Small, fast preset (64x64 tiles, 8 filters).")
+@click.option("--steps", type=int, help="Steps per experiment (the same budget for all).")
+@click.option("--batch-size", type=int)
+@click.option("--sigma")
+@click.option("--seed", type=int)
+@click.option("--log-every", type=int)
+@click.option("--validate-every", type=int)
+@click.option("--quiet", "-q", is_flag=True)
+def experiments(inputs, out_dir, names, tiny, quiet, **options):
+    """The paper's optimiser experiments (Table 2): same data, seed and budget per setting.
+
+    Writes OUT/expNNNN model folders, table2.md/.json, fig7.png (loss curves) and fig8.png
+    (PSNR/SSIM bars). Finished experiments are reused and interrupted ones resumed.
+    """
+    from cryoem_denoise import datasets, mrc
+    from cryoem_denoise import experiments as exps
+    from cryoem_denoise.config import FitConfig, tiny_config
+    from cryoem_denoise.evaluate import parse_list
+
+    quiet_tensorflow()
+    cfg = _build_fit_config(tiny_config() if tiny else FitConfig(), None, options)
+    clean = mrc.find_mrc_files(inputs) if inputs else \
+        datasets.default_training_inputs(cfg.simulation, cfg.train.seed, progress=not quiet)
+    results = exps.run_experiments(cfg, clean, out_dir, tuple(parse_list(names)),
+                                   progress=not quiet)
+    click.echo(exps.table2_markdown(results["experiments"]))
+    click.echo(f"results in {out_dir}")
