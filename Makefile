@@ -24,13 +24,13 @@ data: $(STAMP)
 
 demo: data
 	$(BIN)/cryoem-denoise info $$($(BIN)/cryoem-denoise fetch epu2.9_example.mrc fei-extended.mrc)
+	$(BIN)/cryoem-denoise fit --tiny --steps $(DEMO_STEPS) --out $(DEMO_OUT)/tiny-model --overwrite
 	$(BIN)/cryoem-denoise simulate $$($(BIN)/cryoem-denoise fetch mmcif_6zu5.cif) --n 4 --seed 1000 \
 		--out $(DEMO_OUT)/simulated.mrcs --png --overwrite
 	$(BIN)/cryoem-denoise apply $(DEMO_OUT)/simulated.mrcs --sigma 40 --png \
 		--out $(DEMO_OUT)/sigma40 --overwrite
 	$(BIN)/cryoem-denoise apply $$($(BIN)/cryoem-denoise fetch epu2.9_example.mrc) --png \
 		--out $(DEMO_OUT)/micrograph --overwrite
-	$(BIN)/cryoem-denoise fit --tiny --steps $(DEMO_STEPS) --out $(DEMO_OUT)/tiny-model --overwrite
 	@echo "demo: figures in $(DEMO_OUT)/sigma40/simulated_compare.png and $(DEMO_OUT)/micrograph/epu2.9_example_compare.png"
 
 test: data

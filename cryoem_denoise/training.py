@@ -151,10 +151,13 @@ class WGANTrainer:
         return tf.reduce_mean(sq, axis=[1, 2, 3])
 
     @staticmethod
-    def _apply(opt, loss, tape, variables):
-        scaled = opt.scale_loss(loss) if hasattr(opt, "scale_loss") else loss
-        grads = tape.gradient(scaled, variables)
-        opt.apply(grads, variables)
+    def _scaled(opt, loss):
+        """The loss the tape differentiates: multiplied by the loss scale for float16."""
+        return opt.scale_loss(loss) if hasattr(opt, "scale_loss") else loss
+
+    @staticmethod
+    def _apply(opt, scaled_loss, tape, variables):
+        opt.apply(tape.gradient(scaled_loss, variables), variables)
 
     def _critic_replica(self, noisy, clean):
         import tensorflow as tf
@@ -167,7 +170,8 @@ class WGANTrainer:
             fake_s = self._per_example_score(
                 self.critic(self._critic_input(y, tf.cast(fake, y.dtype)), training=True))
             loss = tf.nn.compute_average_loss(fake_s - real_s, global_batch_size=gb)
-        self._apply(self.d_opt, loss, tape, self.critic.trainable_variables)
+            scaled = self._scaled(self.d_opt, loss)
+        self._apply(self.d_opt, scaled, tape, self.critic.trainable_variables)
         return loss
 
     def _generator_replica(self, noisy, clean):
@@ -183,7 +187,8 @@ class WGANTrainer:
             adv = tf.nn.compute_average_loss(-fake_s, global_batch_size=gb)
             con = tf.nn.compute_average_loss(content, global_batch_size=gb)
             loss = adv + self.cfg.train.gray_lambda * con
-        self._apply(self.g_opt, loss, tape, self.generator.trainable_variables)
+            scaled = self._scaled(self.g_opt, loss)
+        self._apply(self.g_opt, scaled, tape, self.generator.trainable_variables)
         return loss, adv, con
 
     def _clip_critic(self):

@@ -58,6 +58,7 @@ def test_gray_constraint_readings():
 
 
 @pytest.mark.parametrize("setting", [{"n_critic": 2}, {"precision": "mixed_bfloat16"},
+                                     {"precision": "mixed_float16"},
                                      {"g_optimizer": "adam", "d_optimizer": "adam"}])
 def test_step_variants_run(setting):
     cfg = tiny_config(batch_size=2, **setting)
@@ -65,6 +66,9 @@ def test_step_variants_run(setting):
     noisy, clean = _batch(n=2 * cfg.train.n_critic)
     out = trainer.train_step(noisy, clean)
     assert all(np.isfinite(float(v)) for v in out.values())
+    if setting.get("precision") == "mixed_float16":  # loss scaling wraps both optimisers
+        assert type(trainer.g_opt).__name__ == "LossScaleOptimizer"
+        assert trainer.generator.layers[1].compute_dtype == "float16"
 
 
 def test_table2_experiments_are_expressible():
