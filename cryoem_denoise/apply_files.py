@@ -121,9 +121,10 @@ def plan_jobs(files, options):
                 raise OutputError(f"both {seen[path.resolve()]} and {f} would be written here", path)
             seen[path.resolve()] = f
         skip = options.skip_existing and all(p.exists() for p in outputs.values())
-        if not skip:
+        if not skip:  # with --skip-existing a partly written job is redone over its leftovers
             for path in outputs.values():
-                check_output_path(path, overwrite=options.overwrite, protected=inputs)
+                check_output_path(path, overwrite=options.overwrite or options.skip_existing,
+                                  protected=inputs)
         jobs.append(Job(Path(f), outputs, skip))
     if options.sigma is not None and not options.overwrite and not options.skip_existing:
         for name in METRICS_FILES:

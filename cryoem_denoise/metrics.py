@@ -50,8 +50,15 @@ def psnr(reference, image, data_range=DATA_RANGE):
 
 
 def ssim(reference, image, data_range=DATA_RANGE, gaussian=True):
-    """Structural similarity (Eq. 4), mean over the image."""
+    """Structural similarity (Eq. 4), mean over the image.
+
+    Images smaller than the 11x11 window use a uniform window as large as fits (odd, >= 3).
+    """
     ref, img = _pair(reference, image)
+    side = min(ref.shape)
+    if side < 11:
+        win = max(3, side if side % 2 else side - 1)
+        return float(structural_similarity(ref, img, data_range=data_range, win_size=win))
     if gaussian:
         return float(structural_similarity(ref, img, data_range=data_range, gaussian_weights=True,
                                            sigma=1.5, use_sample_covariance=False))

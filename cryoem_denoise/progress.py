@@ -9,7 +9,7 @@ import sys
 
 def progress_bar(total, desc, unit, enabled=True, initial=0):
     """A tqdm bar on stderr, or a disabled one when ``enabled`` is false."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     interval = 0.2 if sys.stderr.isatty() else 15.0
     return tqdm(total=total, initial=initial, desc=desc, unit=unit, disable=not enabled,

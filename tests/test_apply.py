@@ -93,6 +93,10 @@ def test_refuses_to_clobber_then_skip_or_overwrite(tiny_model, inputs, tmp_path)
     skipped = _apply(tiny_model, out, image, "--skip-existing")
     assert skipped.exit_code == 0 and "1 skipped" in skipped.output
     assert (out / "micrograph_denoised.mrc").stat().st_mtime_ns == before
+    # a job left half done (PNG missing) is redone under --skip-existing
+    redo = _apply(tiny_model, out, image, "--skip-existing", "--png")
+    assert redo.exit_code == 0 and "1 file(s) denoised" in redo.output
+    assert (out / "micrograph_compare.png").exists()
     assert _apply(tiny_model, out, image, "--overwrite").exit_code == 0
 
 

@@ -44,3 +44,9 @@ def test_all_metrics_and_shape_check():
     assert set(res) == set(metrics.NAMES)
     with pytest.raises(ValueError, match="shapes differ"):
         metrics.mse(ref, np.zeros((16, 15)))
+
+
+def test_ssim_on_images_smaller_than_the_window():
+    ref = np.arange(64, dtype=float).reshape(8, 8)
+    assert metrics.ssim(ref, ref) == pytest.approx(1.0)
+    assert metrics.ssim(ref, ref[::-1]) < 1.0
