@@ -110,10 +110,10 @@ def _score(clean, result, seconds):
     return {**metrics.all_metrics(clean, result), "seconds": seconds}
 
 
-def _run_classical(method, clean, noisy, sigma):
+def _run_classical(method, clean, noisy, sigma, keep_image=False):
     started = time.perf_counter()
     out = method(noisy, sigma)
-    return _score(clean, out, time.perf_counter() - started)
+    return _score(clean, out, time.perf_counter() - started), (out if keep_image else None)
 
 
 def _model_id(model_dir):
@@ -181,6 +181,8 @@ def evaluate(clean_paths, out_dir, cfg, model_dir=None, progress=False):
 
     jobs = cfg.jobs or os.cpu_count() or 1
     classical = {m: baselines.ClassicalMethod(m, cfg.ksvd, widths) for m in cfg.methods if m != "gan"}
+    shown = test[0] if test else None  # the image of the Fig. 6 grids
+    figure_outputs = {}  # (sigma, method) -> denoised image of `shown`
     with ProcessPoolExecutor(max_workers=jobs) as pool:
         futures = []
         for i, sigma, method in todo:
@@ -189,7 +191,7 @@ def evaluate(clean_paths, out_dir, cfg, model_dir=None, progress=False):
             clean = images[i][1]
             futures.append(((i, sigma, method), pool.submit(
                 _run_classical, classical[method], clean, noisy_version(clean, sigma, cfg.seed, i),
-                sigma)))
+                sigma, i == shown)))
         for i, sigma, method in todo:
             if method != "gan":
                 continue
@@ -198,8 +200,13 @@ def evaluate(clean_paths, out_dir, cfg, model_dir=None, progress=False):
             started = time.perf_counter()
             out = denoiser.denoise(noisy)
             record(i, sigma, method, _score(clean, out, time.perf_counter() - started))
+            if i == shown:
+                figure_outputs[sigma, method] = out
         for (i, sigma, method), fut in futures:
-            record(i, sigma, method, fut.result())
+            scores, out = fut.result()
+            record(i, sigma, method, scores)
+            if out is not None:
+                figure_outputs[sigma, method] = out
     bar.close()
 
     current = {key(i, s, m) for s in cfg.sigmas for i in test for m in cfg.methods}
@@ -214,7 +221,7 @@ def evaluate(clean_paths, out_dir, cfg, model_dir=None, progress=False):
     from cryoem_denoise.model_store import environment
 
     results["environment"] = environment()
-    write_results(out_dir, results, images, cfg, denoiser, widths)
+    write_results(out_dir, results, images, cfg, denoiser, widths, figure_outputs)
     return results
 
 
@@ -269,7 +276,7 @@ def markdown_table(results, cfg):
     return "\n".join(lines)
 
 
-def write_results(out_dir, results, images, cfg, denoiser, widths):
+def write_results(out_dir, results, images, cfg, denoiser, widths, figure_outputs):
     import csv
     import io
 
@@ -297,10 +304,10 @@ def write_results(out_dir, results, images, cfg, denoiser, widths):
             for m in cfg.methods:
                 if m == "noisy":
                     continue
-                if m == "gan":
-                    out = denoiser.denoise(noisy)
-                else:
-                    out = baselines.ClassicalMethod(m, cfg.ksvd, widths)(noisy, sigma)
+                out = figure_outputs.get((sigma, m))
+                if out is None:  # computed in an earlier, resumed run: redo this one image
+                    out = (denoiser.denoise(noisy) if m == "gan"
+                           else baselines.ClassicalMethod(m, cfg.ksvd, widths)(noisy, sigma))
                 panels.append((LABELS[m], out))
             figures.save_panels(out_dir / f"fig6_sigma{sigma:g}.png", panels, overwrite=True,
                                 zoom=0)

@@ -27,7 +27,7 @@ import numpy as np
 
 from cryoem_denoise import mrc
 from cryoem_denoise.errors import InputError
-from cryoem_denoise.intensity import to_unit255
+from cryoem_denoise.intensity import Affine, intensity_range, to_unit255
 from cryoem_denoise.noise import SigmaSpec, add_gaussian_noise
 
 @dataclass
@@ -120,8 +120,6 @@ def load_images(paths, data_cfg, tile, noisy_paths=None):
 
 
 def _scale_like(noisy, clean, data_cfg):
-    from cryoem_denoise.intensity import Affine, intensity_range
-
     affine = Affine(*intensity_range(np.asarray(clean), data_cfg.intensity, data_cfg.percentiles))
     return affine.forward(noisy)
 
