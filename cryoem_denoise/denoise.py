@@ -24,7 +24,7 @@ class InferenceConfig:
 
     tile: int = 256          # tile side; a multiple of 2**depth (larger than trained is allowed)
     overlap: int = 32        # pixels shared by neighbouring tiles, blended linearly
-    batch_size: int = 8      # tiles per generator call
+    batch_size: int = 16     # tiles per generator call (fastest of 4, 8, 16 on 2 CPU cores)
     precision: str = "auto"  # auto: mixed_float16 on a GPU, float32 on a CPU
 
 

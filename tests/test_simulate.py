@@ -126,3 +126,18 @@ def test_simulate_cli_and_cache(blob_map, tmp_path):
     stamp = first.stat().st_mtime_ns
     assert simulate.cached_fields(path, cfg, seed=1, cache=tmp_path / "cache") == first
     assert first.stat().st_mtime_ns == stamp
+
+
+def test_fit_trains_on_simulated_fields(blob_map, tmp_path, monkeypatch):
+    from cryoem_denoise import model_store
+
+    path, _ = blob_map
+    monkeypatch.setenv("CRYOEM_DENOISE_DATA", str(tmp_path / "cache"))
+    out = tmp_path / "model"
+    result = CliRunner().invoke(cli, ["fit", "--tiny", "--simulate", str(path), "--sim-fields", "12",
+                                      "--pixel-size", "1", "--steps", "2", "--out", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    meta = model_store.load_metadata(out)
+    (stack,) = meta["data"]["inputs"]["clean"]
+    assert "simulated" in stack and stack.endswith(".mrcs")
+    assert model_store.load_config(out).simulation.fields == 12

@@ -27,7 +27,7 @@ from cryoem_denoise.cli.common import cli, default_model_or, error_line, quiet_t
               help="Tile side (a multiple of 2**depth; larger than trained is allowed).")
 @click.option("--overlap", type=int, default=32, show_default=True,
               help="Pixels shared by neighbouring tiles (blended).")
-@click.option("--batch-size", type=int, default=8, show_default=True, help="Tiles per batch.")
+@click.option("--batch-size", type=int, default=16, show_default=True, help="Tiles per batch.")
 @click.option("--precision", type=click.Choice(["auto", "float32", "mixed_float16",
                                                 "mixed_bfloat16"]), default="auto",
               show_default=True, help="auto: mixed_float16 on a GPU, float32 on a CPU.")
