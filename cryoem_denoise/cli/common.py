@@ -55,6 +55,15 @@ def quiet_tensorflow():
         import_tensorflow_quietly()
 
 
+def warn_precision(precision):
+    """Say so (one line on stderr) when a precision choice is likely to be slow here."""
+    from cryoem_denoise.precision import bf16_warning
+
+    message = bf16_warning(precision)
+    if message:
+        click.echo(f"cryoem-denoise: warning: {message}", err=True)
+
+
 def default_model_or(model_dir):
     from cryoem_denoise.model_store import default_model_dir
 

@@ -4,7 +4,8 @@ import sys
 
 import click
 
-from cryoem_denoise.cli.common import cli, default_model_or, error_line, quiet_tensorflow
+from cryoem_denoise.cli.common import (cli, default_model_or, error_line, quiet_tensorflow,
+                                       warn_precision)
 
 
 # -- apply -------------------------------------------------------------------------------
@@ -65,6 +66,7 @@ def apply(inputs, model_dir, out_dir, sigma, seed, png, dtype, suffix, tile, ove
         raise OutputError(f"cannot create the output folder ({exc.strerror})", out_dir) from None
     jobs = apply_files.plan_jobs(files, options)
     quiet_tensorflow()
+    warn_precision(precision)
     denoiser, fit_cfg = load_denoiser(default_model_or(model_dir),
                                       InferenceConfig(tile, overlap, batch_size, precision))
     report = apply_files.run_jobs(denoiser, fit_cfg.data, jobs, options, progress=not quiet)

@@ -2,7 +2,7 @@
 
 import click
 
-from cryoem_denoise.cli.common import cli, quiet_tensorflow
+from cryoem_denoise.cli.common import cli, quiet_tensorflow, warn_precision
 
 
 # -- fit ---------------------------------------------------------------------------------
@@ -120,6 +120,7 @@ def fit(inputs, out, noisy, config_file, tiny, experiment, sim_sources, resume, 
     else:
         base = tiny_config() if tiny else FitConfig()
     cfg = _build_fit_config(base, experiment, options)
+    warn_precision(cfg.train.precision)
     noisy_paths = mrc.find_mrc_files(noisy) if noisy else None
     clean = mrc.find_mrc_files(inputs) if inputs else []
     if noisy_paths and sim_sources:
