@@ -13,7 +13,10 @@ K-SVD
     then a rank-1 SVD update of each atom and its coefficients); every patch on a
     ``stride`` grid is then coded by OMP until its residual falls below
     ``(C sigma)^2 * patch^2`` (C = 1.15), and the image is the weighted average of the noisy
-    image (weight ``lam / sigma``) and the overlapping patch estimates.
+    image (weight ``lam / sigma``) and the overlapping patch estimates. Its many small
+    matrix products and SVDs run with single-threaded BLAS: a threaded BLAS spends more
+    time synchronising than computing on 64 x n matrices (measured 74 s against 2.4 s for
+    one dictionary on 2 busy cores).
 Gaussian blur
     ``scipy.ndimage.gaussian_filter`` with a width chosen per noise level on a validation
     split (:func:`choose_gaussian_width`).
@@ -96,9 +99,15 @@ def learn_dictionary(signals, cfg, rng):
 
 def ksvd_denoise(noisy, sigma, cfg=None):
     """K-SVD denoising of one image (see the module docstring)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _ksvd_denoise(noisy, sigma, cfg or KSVDConfig())
+
+
+def _ksvd_denoise(noisy, sigma, cfg):
     import dictlearn
 
-    cfg = cfg or KSVDConfig()
     img = np.asarray(noisy, np.float64)
     if min(img.shape) < cfg.patch:
         raise ConfigError(f"image smaller than the K-SVD patch ({cfg.patch})")

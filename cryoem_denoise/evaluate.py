@@ -110,6 +110,13 @@ def _score(clean, result, seconds):
     return {**metrics.all_metrics(clean, result), "seconds": seconds}
 
 
+def _single_threaded_worker():
+    """Pool initializer: one BLAS thread per process (the pool already fills the cores)."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1)
+
+
 def _run_classical(method, clean, noisy, sigma, keep_image=False):
     started = time.perf_counter()
     out = method(noisy, sigma)
@@ -183,7 +190,7 @@ def evaluate(clean_paths, out_dir, cfg, model_dir=None, progress=False):
     classical = {m: baselines.ClassicalMethod(m, cfg.ksvd, widths) for m in cfg.methods if m != "gan"}
     shown = test[0] if test else None  # the image of the Fig. 6 grids
     figure_outputs = {}  # (sigma, method) -> denoised image of `shown`
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
+    with ProcessPoolExecutor(max_workers=jobs, initializer=_single_threaded_worker) as pool:
         futures = []
         for i, sigma, method in todo:
             if method == "gan":
