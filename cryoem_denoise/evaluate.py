@@ -123,6 +123,17 @@ def _run_classical(method, clean, noisy, sigma, keep_image=False):
     return _score(clean, out, time.perf_counter() - started), (out if keep_image else None)
 
 
+def _settings_id(cfg, method):
+    """What a cell's result depends on besides image, sigma and model: a resumed run reuses
+    a finished cell only if these are unchanged (noise seed, crop, scaling, the validation
+    split that picks the Gaussian width, and K-SVD's settings)."""
+    parts = {"seed": cfg.seed, "crop": cfg.crop, "intensity": cfg.intensity,
+             "max_images": cfg.max_images, "validation_every": cfg.validation_every}
+    if method == "ksvd":
+        parts["ksvd"] = asdict(cfg.ksvd)
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
+
+
 def _model_id(model_dir):
     weights = Path(model_dir) / "generator.weights.h5"
     return hashlib.sha256(weights.read_bytes()).hexdigest()[:12] if weights.exists() else None
@@ -168,10 +179,14 @@ def evaluate(clean_paths, out_dir, cfg, model_dir=None, progress=False):
     if cells_path.exists():
         for line in cells_path.read_text().splitlines():
             rec = json.loads(line)
-            done[(rec["image"], rec["sigma"], rec["method"], rec.get("model"))] = rec
+            done[(rec["image"], rec["sigma"], rec["method"], rec.get("model"),
+                  rec.get("settings"))] = rec
+
+    settings = {m: _settings_id(cfg, m) for m in cfg.methods}
 
     def key(i, sigma, method):
-        return (images[i][0], sigma, method, model_id if method == "gan" else None)
+        return (images[i][0], sigma, method, model_id if method == "gan" else None,
+                settings[method])
 
     todo = [(i, s, m) for s in cfg.sigmas for i in test for m in cfg.methods
             if key(i, s, m) not in done]
@@ -180,7 +195,8 @@ def evaluate(clean_paths, out_dir, cfg, model_dir=None, progress=False):
 
     def record(i, sigma, method, scores):
         rec = {"image": images[i][0], "sigma": sigma, "method": method,
-               "model": model_id if method == "gan" else None, **scores}
+               "model": model_id if method == "gan" else None, "settings": settings[method],
+               **scores}
         with open(cells_path, "a") as fh:
             fh.write(json.dumps(rec) + "\n")
         records.append(rec)
@@ -218,7 +234,8 @@ def evaluate(clean_paths, out_dir, cfg, model_dir=None, progress=False):
 
     current = {key(i, s, m) for s in cfg.sigmas for i in test for m in cfg.methods}
     records = [r for r in records
-               if (r["image"], r["sigma"], r["method"], r.get("model")) in current]
+               if (r["image"], r["sigma"], r["method"], r.get("model"), r.get("settings"))
+               in current]
     results = summarise(records, cfg)
     results.update({"config": _config_dict(cfg), "model": str(model_dir) if model_dir else None,
                     "model_id": model_id, "gaussian_widths": widths,

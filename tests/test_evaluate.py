@@ -42,6 +42,12 @@ def test_evaluate_all_methods_tables_figures_and_resume(tiny_model, clean_stack,
     again = ev.evaluate([clean_stack], out, _cfg(), model_dir=tiny_model)
     assert len((out / "cells.jsonl").read_text().splitlines()) == len(cells)
     assert again["summary"]["30.0"]["bm3d"]["psnr"] == summary["bm3d"]["psnr"]
+    # other noise (seed) is not "the same cell": every method is redone, the old ones ignored
+    reseeded = ev.evaluate([clean_stack], out, _cfg(seed=2, methods=("noisy", "gaussian")),
+                           model_dir=tiny_model)
+    assert len((out / "cells.jsonl").read_text().splitlines()) == len(cells) + 2 * 4
+    assert reseeded["summary"]["30.0"]["noisy"]["n"] == 4
+    assert reseeded["summary"]["30.0"]["noisy"]["mae"] != summary["noisy"]["mae"]
 
 
 def test_noise_is_shared_by_methods_and_seeded():
