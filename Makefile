@@ -36,8 +36,10 @@ demo: data
 test: data
 	$(BIN)/python -m pytest -q
 
+BENCHMARKS ?= training apply simulate evaluate quality
+
 benchmarks: data
-	cd benchmarks && ../$(BIN)/python bench_training.py && ../$(BIN)/python bench_apply.py
+	cd benchmarks && for b in $(BENCHMARKS); do ../$(BIN)/python bench_$$b.py || exit 1; done
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) build *.egg-info .pytest_cache
