@@ -164,3 +164,25 @@ def test_plan_checks_output_names(tmp_path):
     with pytest.raises(OutputError, match="would be written here"):
         apply_files.plan_jobs([a, b], apply_files.ApplyOptions(out_dir=tmp_path))
     assert apply_files.split_name("emd_1.map.gz") == ("emd_1", ".map")
+
+
+def test_shipped_default_model_is_used_without_model(inputs, tmp_path):
+    """The package ships a model (<= 20 MiB) that apply uses when --model is not given."""
+    from cryoem_denoise import model_store
+
+    folder = model_store.default_model_dir()
+    size = sum(p.stat().st_size for p in folder.iterdir())
+    assert size <= 20 * 2 ** 20
+    cfg = model_store.load_config(folder)
+    meta = model_store.load_metadata(folder)
+    assert meta["steps"] == cfg.train.steps and meta["seed"] == cfg.train.seed
+    assert meta["environment"]["packages"] and meta["train_seconds"] > 0
+    _, image, *_ = inputs
+    out = tmp_path / "out"
+    result = run("apply", image, "--out", out, "-q", "--sigma", 40, "--seed", 0)
+    assert result.exit_code == 0, result.output
+    row = json.loads((out / "metrics.json").read_text())["rows"][0]
+    assert (out / "micrograph_denoised.mrc").is_file()
+    # a trained denoiser: clearly better than the noisy input at sigma 40
+    assert row["denoised_psnr"] > row["noisy_psnr"] + 3, row
+    assert row["denoised_ssim"] > row["noisy_ssim"], row
