@@ -134,6 +134,11 @@ def _settings_id(cfg, method):
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
 
 
+def _record_key(rec):
+    """The identity of a finished cell (older records without settings never match)."""
+    return rec["image"], rec["sigma"], rec["method"], rec.get("model"), rec.get("settings")
+
+
 def _model_id(model_dir):
     weights = Path(model_dir) / "generator.weights.h5"
     return hashlib.sha256(weights.read_bytes()).hexdigest()[:12] if weights.exists() else None
@@ -179,8 +184,7 @@ def evaluate(clean_paths, out_dir, cfg, model_dir=None, progress=False):
     if cells_path.exists():
         for line in cells_path.read_text().splitlines():
             rec = json.loads(line)
-            done[(rec["image"], rec["sigma"], rec["method"], rec.get("model"),
-                  rec.get("settings"))] = rec
+            done[_record_key(rec)] = rec
 
     settings = {m: _settings_id(cfg, m) for m in cfg.methods}
 
@@ -233,9 +237,7 @@ def evaluate(clean_paths, out_dir, cfg, model_dir=None, progress=False):
     bar.close()
 
     current = {key(i, s, m) for s in cfg.sigmas for i in test for m in cfg.methods}
-    records = [r for r in records
-               if (r["image"], r["sigma"], r["method"], r.get("model"), r.get("settings"))
-               in current]
+    records = [r for r in records if _record_key(r) in current]
     results = summarise(records, cfg)
     results.update({"config": _config_dict(cfg), "model": str(model_dir) if model_dir else None,
                     "model_id": model_id, "gaussian_widths": widths,
