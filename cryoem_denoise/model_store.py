@@ -145,11 +145,12 @@ def environment():
             versions[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
             pass
-    from cryoem_denoise.precision import cpu_has_native_bf16
+    from cryoem_denoise.precision import cpu_has_native_bf16, cpu_info
 
     info = {"cryoem_denoise": __version__, "python": platform.python_version(),
             "platform": platform.platform(), "machine": platform.machine(),
-            "cpu": _cpu_model(), "cpu_native_bf16": cpu_has_native_bf16(),
+            "cpu": cpu_info()[0] or platform.processor() or None,
+            "cpu_native_bf16": cpu_has_native_bf16(),
             "cpu_count": os.cpu_count(), "packages": versions}
     try:
         import tensorflow as tf
@@ -158,17 +159,6 @@ def environment():
     except ImportError:
         pass
     return info
-
-
-def _cpu_model(cpuinfo="/proc/cpuinfo"):
-    """The CPU's model name (``platform.processor()`` is often empty on Linux)."""
-    try:
-        for line in Path(cpuinfo).read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or None
 
 
 def save_metadata(model_dir, metadata):

@@ -27,18 +27,27 @@ def resolve(precision):
     return precision
 
 
-def cpu_has_native_bf16(cpuinfo="/proc/cpuinfo"):
-    """Whether the CPU advertises native bfloat16 arithmetic; ``None`` if it cannot tell."""
+def cpu_info(cpuinfo="/proc/cpuinfo"):
+    """``(model name, set of feature flags)`` of the CPU; ``(None, None)`` if unreadable."""
     try:
         text = Path(cpuinfo).read_text()
     except OSError:
-        return None
-    flags = set()
+        return None, None
+    model, flags = None, set()
     for line in text.splitlines():
         key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
+        key = key.strip()
+        if key in ("flags", "Features"):
             flags.update(value.split())
-    return any(f in flags for f in BF16_CPU_FLAGS)
+        elif key == "model name" and model is None:
+            model = value.strip()
+    return model, flags
+
+
+def cpu_has_native_bf16(cpuinfo="/proc/cpuinfo"):
+    """Whether the CPU advertises native bfloat16 arithmetic; ``None`` if it cannot tell."""
+    _, flags = cpu_info(cpuinfo)
+    return None if flags is None else any(f in flags for f in BF16_CPU_FLAGS)
 
 
 def bf16_warning(precision, cpuinfo="/proc/cpuinfo"):

@@ -2,7 +2,7 @@
 
 from cryoem_denoise import precision
 
-AVX2_ONLY = "processor\t: 0\nflags\t\t: fpu sse sse2 avx avx2 fma\n"
+AVX2_ONLY = "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse sse2 avx avx2 fma\n"
 WITH_BF16 = "processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 amx_tile amx_bf16\n"
 
 
@@ -13,6 +13,8 @@ def test_cpu_flags_are_read(tmp_path):
     assert precision.cpu_has_native_bf16(plain) is False
     assert precision.cpu_has_native_bf16(bf16) is True
     assert precision.cpu_has_native_bf16(tmp_path / "missing") is None
+    assert precision.cpu_info(plain) == ("AMD EPYC", {"fpu", "sse", "sse2", "avx", "avx2", "fma"})
+    assert precision.cpu_info(tmp_path / "missing") == (None, None)
 
 
 def test_bf16_warning_only_where_it_is_emulated(tmp_path, monkeypatch):
