@@ -1,13 +1,21 @@
 """Atomic, no-clobber output files.
 
 Every file the project writes goes through :func:`atomic_output`: the content is written to
-a temporary file in the destination folder and only then moved to its name, so a crash, a
-full disk or an interrupt never leaves a truncated output behind. An existing file is kept
-unless ``overwrite`` is set, and a path that is one of the run's inputs is never written.
+a temporary file in the destination folder (``.NAME.XXXXXXXX.part``) and only then moved to
+its name, so a crash, a full disk or an interrupt never leaves a truncated output behind. An
+existing file is kept unless ``overwrite`` is set, and a path that is one of the run's inputs
+is never written.
+
+A run killed outright (SIGKILL, power loss) cannot remove its temporary file. The writer
+holds an exclusive ``flock`` on it while writing, so the next run writing the same output
+removes temporary files of that name that nobody holds (:func:`remove_stale_temporaries`).
+Streamed (memory-mapped) outputs reserve their whole size first (:func:`reserve_space`): a
+full disk is then an ``ENOSPC`` error before any pixel is written, never a SIGBUS.
 """
 
 import contextlib
 import errno
+import fcntl
 import os
 import tempfile
 from pathlib import Path
@@ -49,12 +57,93 @@ def check_output_path(path, *, overwrite=False, protected=()):
         raise OutputError("output folder is not writable", parent)
 
 
-def _describe_os_error(exc):
-    if exc.errno == errno.ENOSPC:
+def describe_os_error(exc):
+    """A short, one-line description of an ``OSError`` (``'no space left on device'``)."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return "no space left on device"
-    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+    if exc.errno == errno.EROFS:
+        return "read-only file system"
+    if exc.errno in (errno.EACCES, errno.EPERM):
         return "permission denied"
-    return exc.strerror or str(exc)
+    return (exc.strerror or str(exc)).splitlines()[0]
+
+
+_describe_os_error = describe_os_error
+
+#: Characters of the random part of a temporary name (``tempfile.mkstemp``).
+_RANDOM_CHARS = 8
+
+
+def _temporary_prefix(path):
+    return f".{Path(path).name}."
+
+
+def remove_stale_temporaries(path, suffix=".part"):
+    """Remove temporary files of ``path`` left by killed runs; return how many.
+
+    Only files named as :func:`atomic_output` names them for this output and not locked
+    by a live writer are removed.
+    """
+    path = Path(path)
+    prefix = _temporary_prefix(path)
+    removed = 0
+    try:
+        entries = list(os.scandir(path.parent))
+    except OSError:
+        return 0
+    for entry in entries:
+        name = entry.name
+        if not (name.startswith(prefix) and name.endswith(suffix)
+                and len(name) == len(prefix) + _RANDOM_CHARS + len(suffix)):
+            continue
+        try:
+            fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue  # a live writer holds it
+        try:
+            os.unlink(entry.path)
+            removed += 1
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    return removed
+
+
+def reserve_space(path, nbytes):
+    """Allocate ``nbytes`` for the file at ``path`` so that later writes through a memory
+    map cannot hit a full disk (which would kill the process with SIGBUS).
+
+    Raises
+    ------
+    OSError
+        ``ENOSPC`` when the space is not there.
+    """
+    fd = os.open(path, os.O_RDWR)
+    try:
+        try:
+            os.posix_fallocate(fd, 0, int(nbytes))
+        except OSError as exc:
+            if exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP, errno.ENOSYS):
+                raise
+            _fill_holes(fd, int(nbytes))
+    finally:
+        os.close(fd)
+
+
+def _fill_holes(fd, nbytes, block=4096):
+    """Where fallocate is not supported: write each block of the file explicitly."""
+    size = os.fstat(fd).st_size
+    for offset in range(0, nbytes, block):
+        if offset >= size:
+            os.pwrite(fd, b"\0" * min(block, nbytes - offset), offset)
+        else:
+            os.pwrite(fd, os.pread(fd, min(block, nbytes - offset), offset), offset)
 
 
 @contextlib.contextmanager
@@ -76,11 +165,14 @@ def atomic_output(path, *, overwrite=False, protected=(), suffix=".part"):
     """
     path = Path(path)
     check_output_path(path, overwrite=overwrite, protected=protected)
+    remove_stale_temporaries(path, suffix)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=_temporary_prefix(path), suffix=suffix, dir=path.parent)
     except OSError as exc:
         raise OutputError(_describe_os_error(exc), path) from exc
-    os.close(fd)
+    # held until the end: tells other runs' clean-up that this file is being written
+    with contextlib.suppress(OSError):
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     try:
         yield Path(tmp)
         os.chmod(tmp, 0o666 & ~_umask())
@@ -93,6 +185,7 @@ def atomic_output(path, *, overwrite=False, protected=(), suffix=".part"):
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        os.close(fd)
 
 
 def _link_no_clobber(tmp, path):

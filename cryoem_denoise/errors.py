@@ -48,3 +48,10 @@ class ConfigError(CryoEMDenoiseError):
 
 class DataFetchError(CryoEMDenoiseError):
     """Sample data could not be obtained or failed its checksum."""
+
+
+class InputWarning(UserWarning):
+    """An input is read, but not as it says it should be (a tolerated header fault).
+
+    Library code issues it with :func:`warnings.warn`; the CLI prints it as one line.
+    """

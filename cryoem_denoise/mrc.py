@@ -5,10 +5,23 @@ has ``n == 1``, an image stack (``.mrcs``, space group 0) has one section per pa
 volume is read section by section along z. Modes 0 (int8), 1 (int16), 2 (float32),
 6 (uint16) and 12 (float16) are read; FEI/EPU extended headers are skipped by ``mrcfile``
 and their type is reported. Outputs are float32 (or float16 on request), carry the source's
-voxel size and origin, and are written atomically through :mod:`cryoem_denoise.atomic`.
+voxel size and origin, and are written atomically through :mod:`cryoem_denoise.atomic`, with
+their space reserved before the memory map is written (a full disk is an error, not SIGBUS).
+
+Headers as other programs write them: many older writers leave out the ``MAP `` id, the
+machine stamp or the version, and some stamp the wrong byte order. Such a file is read (with
+``mrcfile``'s permissive mode) when, in one byte order, its dimensions and mode describe
+exactly the bytes the file holds; one :class:`~cryoem_denoise.errors.InputWarning` says
+what was tolerated. When they do not agree the file is refused with the reason (size, mode,
+byte order).
+
+:func:`read_header`, :func:`open_sections`, :func:`read_sections` and
+:func:`find_mrc_files` also accept TIFF and PNG files (handed to
+:mod:`cryoem_denoise.image_io`), so callers that read "an image file" need not care.
 """
 
 import contextlib
+import errno
 import os
 import warnings
 from dataclasses import dataclass
@@ -18,12 +31,16 @@ import mrcfile
 import numpy as np
 
 from cryoem_denoise import __version__
-from cryoem_denoise.atomic import atomic_output
-from cryoem_denoise.errors import InputError, OutputError
+from cryoem_denoise.atomic import atomic_output, reserve_space
+from cryoem_denoise.errors import InputError, InputWarning, OutputError
 
 #: MRC modes this project reads, with the dtype ``mrcfile`` gives them.
 SUPPORTED_MODES = {0: "int8", 1: "int16", 2: "float32", 6: "uint16", 12: "float16"}
 _COMPLEX_MODES = {3: "complex int16", 4: "complex float32"}
+#: Every mode the MRC2014 standard defines, with bytes per pixel (101: 4-bit, packed).
+_KNOWN_MODES = {0: 1, 1: 2, 2: 4, 3: 4, 4: 8, 6: 2, 12: 2, 101: 0.5}
+#: Pixel sizes (Å) that programs write when they do not know the real one.
+PLACEHOLDER_PIXEL_SIZES = (0.0, 1.0)
 #: Smallest section side accepted (SSIM's 7x7 window needs at least this).
 MIN_SIDE = 8
 #: Output dtypes :func:`write_mrc` accepts.
@@ -69,6 +86,10 @@ class MrcHeader:
     extended_header_bytes: int
     file_bytes: int
     compression: str = None
+    #: ``'mrc'``, ``'tiff'`` or ``'png'``.
+    format: str = "mrc"
+    #: Read with ``mrcfile``'s permissive mode (a tolerated header fault, see module notes).
+    permissive: bool = False
 
     @property
     def n_sections(self):
@@ -83,6 +104,22 @@ class MrcHeader:
         """Pixel size in Å (x), or ``None`` if the header does not give one."""
         return self.voxel_size[0] or None
 
+    @property
+    def pixel_size_is_placeholder(self):
+        """Whether the pixel size is missing or a value programs write when they do not know
+        it (0 or 1.0 Å)."""
+        return float(self.voxel_size[0]) in PLACEHOLDER_PIXEL_SIZES
+
+    def with_pixel_size(self, pixel_size):
+        """The same header with ``pixel_size`` (Å) where it had none or a placeholder."""
+        from dataclasses import replace
+
+        if pixel_size is None or not self.pixel_size_is_placeholder:
+            return self
+        z = self.voxel_size[2] if self.kind == "volume" and \
+            float(self.voxel_size[2]) not in PLACEHOLDER_PIXEL_SIZES else pixel_size
+        return replace(self, voxel_size=(float(pixel_size), float(pixel_size), float(z)))
+
 
 def is_mrc_name(name):
     """Whether a file name looks like an MRC file (by suffix, compressed too)."""
@@ -91,48 +128,49 @@ def is_mrc_name(name):
 
 
 def find_mrc_files(inputs):
-    """Files, folders and glob patterns → MRC file paths, in order, without repeats.
+    """Files, folders and glob patterns → image file paths (MRC, TIFF, PNG), in order.
 
-    A folder contributes its MRC files (by suffix, sorted); a pattern with ``*``, ``?`` or
-    ``[`` is expanded. A named file is taken whatever its suffix (it is checked when read).
-
-    Raises
-    ------
-    InputError
-        A path that does not exist, a pattern that matches nothing, or a folder without
-        MRC files.
+    See :func:`cryoem_denoise.image_io.find_image_files`.
     """
-    import glob
+    from cryoem_denoise.image_io import find_image_files
 
-    files = []
-    for item in inputs:
-        text = str(item)
-        path = Path(text)
-        if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.is_file() and is_mrc_name(p.name))
-            if not found:
-                raise InputError("folder holds no MRC files (.mrc, .mrcs, .map, ...)", path)
-            files.extend(found)
-        elif path.exists():
-            files.append(path)
-        elif any(ch in text for ch in "*?["):
-            found = sorted(Path(p) for p in glob.glob(text) if Path(p).is_file())
-            if not found:
-                raise InputError("pattern matches no files", text)
-            files.extend(found)
-        else:
-            raise InputError("no such file or folder", path)
-    return list(dict.fromkeys(files))
+    return find_image_files(inputs)
+
+
+def path_problem(path):
+    """Why ``path`` cannot be opened as a file, or ``None``: one short phrase."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "symbolic link loop"
+        if exc.errno == errno.ENOENT:
+            if os.path.islink(path):
+                return f"broken symbolic link (to {os.readlink(path)}, which does not exist)"
+            return "no such file"
+        if exc.errno == errno.ENOTDIR:
+            return "no such file (a part of the path is not a folder)"
+        if exc.errno == errno.ENAMETOOLONG:
+            return "file name too long"
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            return "permission denied"
+        return exc.strerror or str(exc)
+    import stat
+
+    if stat.S_ISDIR(st.st_mode):
+        return "is a directory, expected an image file"
+    if not stat.S_ISREG(st.st_mode):
+        return "not a regular file (a device, pipe or socket)"
+    if not os.access(path, os.R_OK):
+        return "permission denied"
+    return None
 
 
 def _check_path(path):
     path = Path(path)
-    if not path.exists():
-        raise InputError("no such file", path)
-    if path.is_dir():
-        raise InputError("is a directory, expected an MRC file", path)
-    if not os.access(path, os.R_OK):
-        raise InputError("permission denied", path)
+    problem = path_problem(path)
+    if problem:
+        raise InputError(problem, path)
     return path
 
 
@@ -161,22 +199,26 @@ def read_header(path):
         compression = _compression(path)
     except OSError as exc:
         raise InputError(exc.strerror or "cannot read", path) from None
+    if compression is None:
+        from cryoem_denoise import image_io
+
+        fmt = image_io.sniff_format(path)
+        if fmt != "mrc":
+            return image_io.read_header(path)
+    permissive = False
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with mrcfile.open(path, header_only=True, permissive=False) as mrc:
-                header = mrc.header
-                ext = mrc.extended_header
-                mode = int(header.mode)
-                nx, ny, nz = int(header.nx), int(header.ny), int(header.nz)
-                voxel = tuple(float(v) for v in mrc.voxel_size.item())
-                origin = tuple(float(v) for v in mrc.header.origin.item())
-                exttyp = bytes(header.exttyp).decode("ascii", "replace").strip("\x00 ")
-                ext_bytes = int(header.nsymbt)
-                ispg = int(header.ispg)
-                _ = ext  # reading the extended header validates its size
+        fields = _header_fields(path, permissive=False)
+        if fields[0] not in _KNOWN_MODES:  # perhaps a machine stamp of the wrong byte order
+            raise ValueError(f"Unrecognised mode '{fields[0]}'")
     except (ValueError, OSError, EOFError) as exc:
-        raise InputError(_mrcfile_message(exc), path) from None
+        tolerated = _tolerated_fault(path, compression, exc)
+        permissive = True
+        try:
+            fields = _header_fields(path, permissive=True)
+        except (ValueError, OSError, EOFError) as exc2:
+            raise InputError(_mrcfile_message(exc2), path) from None
+        _warn_once(path, tolerated)
+    mode, nx, ny, nz, voxel, origin, exttyp, ext_bytes, ispg = fields
     if mode in _COMPLEX_MODES:
         raise InputError(f"complex data (mode {mode}, {_COMPLEX_MODES[mode]}) is not an image", path)
     if mode not in SUPPORTED_MODES:
@@ -188,8 +230,15 @@ def read_header(path):
     itemsize = np.dtype(SUPPORTED_MODES[mode]).itemsize
     expected = 1024 + ext_bytes + nx * ny * nz * itemsize
     size = path.stat().st_size
+    what = f"{nx}x{ny}x{nz} {SUPPORTED_MODES[mode]}"
     if compression is None and size < expected:
-        raise InputError(f"truncated: {size} bytes, the header promises {expected}", path)
+        raise InputError(f"truncated: {size:,} bytes, the header promises {expected:,} ({what})",
+                         path)
+    if compression == "gzip":
+        isize = _gzip_isize(path)
+        if isize is not None and isize != expected % (1 << 32):
+            raise InputError(f"truncated or wrong header: the gzip data hold {isize:,} bytes, "
+                             f"the header promises {expected:,} ({what})", path)
     if nz == 1:
         kind = "image"
     else:
@@ -197,12 +246,169 @@ def read_header(path):
     return MrcHeader(
         path=str(path), mode=mode, dtype=SUPPORTED_MODES[mode], shape=(nz, ny, nx), kind=kind,
         voxel_size=voxel, origin=origin, exttyp=exttyp, extended_header_bytes=ext_bytes,
-        file_bytes=size, compression=compression,
+        file_bytes=size, compression=compression, permissive=permissive,
     )
 
 
+def _header_fields(path, permissive):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with mrcfile.open(path, header_only=True, permissive=permissive) as mrc:
+            header = mrc.header
+            if header is None:
+                raise ValueError("no valid MRC header")
+            ext = mrc.extended_header
+            _ = ext  # reading the extended header validates its size
+            return (int(header.mode), int(header.nx), int(header.ny), int(header.nz),
+                    tuple(float(v) for v in mrc.voxel_size.item()),
+                    tuple(float(v) for v in header.origin.item()),
+                    bytes(header.exttyp).decode("ascii", "replace").strip("\x00 "),
+                    int(header.nsymbt), int(header.ispg))
+
+
+def _raw_header(path, compression):
+    """The first 1024 bytes (decompressed), or fewer if the file is shorter."""
+    if compression == "gzip":
+        import gzip
+
+        opener = gzip.open
+    elif compression == "bzip2":
+        import bz2
+
+        opener = bz2.open
+    else:
+        opener = open
+    with opener(path, "rb") as fh:
+        return fh.read(1024)
+
+
+def _gzip_isize(path):
+    """The uncompressed size modulo 2**32 stored at the end of a gzip file."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(-4, os.SEEK_END)
+            return int.from_bytes(fh.read(4), "little")
+    except OSError:
+        return None
+
+
+def _stamp_order(machst):
+    if machst[0] == 0x44 and machst[1] in (0x44, 0x41):
+        return "<"
+    if machst[0] == 0x11 and machst[1] == 0x11:
+        return ">"
+    return None
+
+
+_ORDER_NAME = {"<": "little-endian", ">": "big-endian"}
+
+
+def _read_as(raw, order):
+    """The header fields that decide whether a byte order fits: dims, mode, nsymbt."""
+    dt = mrcfile.dtypes.HEADER_DTYPE.newbyteorder(order)
+    h = np.frombuffer(raw, dtype=dt, count=1)[0]
+    return (int(h["nx"]), int(h["ny"]), int(h["nz"]), int(h["mode"]), int(h["nsymbt"]),
+            bytes(h["map"]), bytes(h["machst"]), int(h["nversion"]))
+
+
+def _expected_bytes(nx, ny, nz, mode, nsymbt):
+    per = _KNOWN_MODES[mode]
+    return 1024 + nsymbt + int(np.ceil(nx * per) * ny * nz if mode == 101 else nx * ny * nz * per)
+
+
+def _tolerated_fault(path, compression, exc):
+    """Decide whether a header ``mrcfile`` refused can be read anyway.
+
+    Returns the warning text when, in one byte order, the dimensions, mode and extended
+    header describe exactly the file's size (or the gzip data's size); raises
+    :class:`InputError` with the precise reason otherwise.
+    """
+    try:
+        raw = _raw_header(path, compression)
+    except (OSError, EOFError, ValueError) as err:
+        raise InputError(f"cannot read ({err})", path) from None
+    size = os.stat(path).st_size
+    if len(raw) < 1024:
+        if size == 0:
+            raise InputError("empty file (0 bytes)", path)
+        raise InputError(f"not an MRC file: {len(raw)} bytes, shorter than an MRC header "
+                         f"(1024 bytes)", path)
+    if compression is None:
+        data_size = size
+    elif compression == "gzip":
+        data_size = _gzip_isize(path)
+    else:
+        data_size = None  # bzip2 keeps no size; dimensions and mode must do
+    stamp = _stamp_order(raw[212:216])
+    fits, plausible = [], []
+    for order in ("<", ">"):
+        nx, ny, nz, mode, nsymbt, map_id, machst, version = _read_as(raw, order)
+        if mode not in _KNOWN_MODES or min(nx, ny, nz) <= 0 or nsymbt < 0:
+            continue
+        expected = _expected_bytes(nx, ny, nz, mode, nsymbt)
+        plausible.append((order, nx, ny, nz, mode, expected))
+        if data_size is None or expected % (1 << 32) == data_size % (1 << 32) and (
+                compression or expected == size):
+            fits.append((order, nx, ny, nz, mode, expected))
+    has_id = raw[208:211] == b"MAP"
+    if not fits:
+        if not plausible:
+            if has_id:
+                mode = _read_as(raw, stamp or "<")[3]
+                raise InputError(f"unsupported MRC mode {mode} in either byte order "
+                                 f"(supported: 0, 1, 2, 6, 12)", path)
+            raise InputError("not an MRC file (no 'MAP ' id, and no byte order gives a known "
+                             "mode and dimensions)", path)
+        order, nx, ny, nz, mode, expected = next(
+            (p for p in plausible if p[0] == stamp), plausible[0])
+        dtype = SUPPORTED_MODES.get(mode, _COMPLEX_MODES.get(mode, f"mode {mode}"))
+        how = f"{nx}x{ny}x{nz} {dtype}, read {_ORDER_NAME[order]}"
+        if data_size is None:
+            reason = "bzip2 data cannot be checked"
+        elif data_size < expected:
+            reason = f"truncated: {data_size:,} bytes, the header promises {expected:,} ({how})"
+        else:
+            reason = (f"file holds {data_size:,} bytes but its header describes {expected:,} "
+                      f"({how})")
+        if not has_id:
+            reason = f"not a valid MRC file (no 'MAP ' id); {reason}"
+        raise InputError(reason, path)
+    order = next((f[0] for f in fits if f[0] == stamp), fits[0][0])
+    nx, ny, nz, mode, nsymbt, map_id, machst, version = _read_as(raw, order)
+    lacks = []
+    if not has_id:
+        lacks.append("the 'MAP ' id")
+    if stamp is None:
+        lacks.append("a machine stamp")
+    if version < 20140:
+        lacks.append("a version")
+    parts = []
+    if lacks:
+        parts.append("header lacks " + (lacks[0] if len(lacks) == 1 else
+                                        ", ".join(lacks[:-1]) + " and " + lacks[-1]))
+    if stamp is not None and stamp != order:
+        parts.append(f"byte order: the machine stamp says {_ORDER_NAME[stamp]}, "
+                     f"the file is {_ORDER_NAME[order]}")
+    if not parts:
+        parts.append(f"non-standard header ({str(exc).splitlines()[0]})")
+    return (f"{'; '.join(parts)}; read as {_ORDER_NAME[order]} {nx}x{ny}x{nz} mode {mode} "
+            f"because dimensions, mode and file size agree")
+
+
+#: (path, message) pairs already warned about in this process.
+_WARNED = set()
+
+
+def _warn_once(path, message):
+    key = (os.path.abspath(path), message)
+    if key in _WARNED:
+        return
+    _WARNED.add(key)
+    warnings.warn(InputWarning(f"{path}: {message}"), stacklevel=3)
+
+
 def _mrcfile_message(exc):
-    text = str(exc)
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     if "Map ID string not found" in text or "Couldn't read enough bytes" in text:
         return "not an MRC file (no valid MRC header)"
     if "mmap length" in text or "smaller than expected" in text:
@@ -219,17 +425,28 @@ def open_sections(path):
     particles or an 8k micrograph costs no memory until used. Valid inside the ``with``.
     """
     header = read_header(path)
+    if header.format != "mrc":
+        from cryoem_denoise import image_io
+
+        with image_io.open_sections(path) as opened:
+            yield opened
+        return
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if header.compression:  # gzip/bzip2 maps (e.g. from EMDB) cannot be memory-mapped
-                mrc = mrcfile.open(header.path, mode="r", permissive=False)
+                mrc = mrcfile.open(header.path, mode="r", permissive=header.permissive)
             else:
-                mrc = mrcfile.mmap(header.path, mode="r", permissive=False)
+                mrc = mrcfile.mmap(header.path, mode="r", permissive=header.permissive)
+    except MemoryError:
+        raise InputError(f"too large to read into memory ({header.shape[0]}x{header.shape[1]}"
+                         f"x{header.shape[2]} pixels, compressed)", header.path) from None
     except (ValueError, OSError, EOFError) as exc:
         raise InputError(_mrcfile_message(exc), header.path) from None
     try:
         data = mrc.data
+        if data is None:
+            raise InputError("pixel data cannot be read", header.path)
         yield data.reshape(header.shape), header
     finally:
         mrc.close()
@@ -324,6 +541,8 @@ def create_mrc(path, shape, *, kind=None, dtype="float32", voxel_size=None, orig
             warnings.simplefilter("ignore")
             mrc = mrcfile.new_mmap(tmp, shape, mrc_mode=_MODE_OF[dtype], overwrite=True)
         try:
+            # a sparse file written through a memory map dies of SIGBUS on a full disk
+            reserve_space(tmp, os.path.getsize(tmp))
             yield mrc.data
             if not _all_finite(mrc.data):
                 raise OutputError("values exceed the float16 range; write float32 instead"
@@ -343,9 +562,19 @@ def create_mrc(path, shape, *, kind=None, dtype="float32", voxel_size=None, orig
                 mrc.update_header_stats()
             mrc.add_label(f"cryoem-denoise {__version__}")
             if label:
-                mrc.add_label(label[:80])
+                mrc.add_label(ascii_label(label))
         finally:
             mrc.close()
+
+
+def ascii_label(text, width=80):
+    """``text`` as an MRC header label: printable ASCII (accents dropped, other characters
+    as ``?``), at most ``width`` characters."""
+    import unicodedata
+
+    plain = unicodedata.normalize("NFKD", str(text))
+    plain = "".join(c for c in plain if not unicodedata.combining(c))
+    return "".join(c if 32 <= ord(c) < 127 else "?" for c in plain)[:width]
 
 
 def _all_finite(data):

@@ -45,7 +45,7 @@ def test_fei_extended_header(sample_files):
 
 @pytest.mark.parametrize("case,message", [
     ("text", "not an MRC file"),
-    ("empty_file", "not an MRC file"),
+    ("empty_file", "empty file (0 bytes)"),
     ("truncated", "truncated"),
     ("complex", "complex data"),
     ("tiny", "1x1 pixels"),
