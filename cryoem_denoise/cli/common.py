@@ -1,14 +1,53 @@
-"""The click group, error handling and helpers shared by the commands."""
+"""The click group, error handling and helpers shared by the commands.
+
+Every error a user can cause ends as exactly one line on stderr,
+``cryoem-denoise: error: ...``, and exit status 2: the project's own errors
+(:class:`~cryoem_denoise.errors.CryoEMDenoiseError`) and click's usage errors alike
+(``--debug`` shows the traceback of the former). Tolerated input faults
+(:class:`~cryoem_denoise.errors.InputWarning`) are one ``cryoem-denoise: warning: ...`` line.
+"""
+
+import sys
+import warnings
 
 import click
 
 from cryoem_denoise import __version__
-from cryoem_denoise.errors import CryoEMDenoiseError
+from cryoem_denoise.errors import CryoEMDenoiseError, InputWarning
+
+
+def one_line(text):
+    """``text`` on one line (line breaks become spaces)."""
+    return " ".join(str(text).split())
 
 
 def error_line(exc):
     """Print a one-line error message to stderr."""
-    click.echo(f"cryoem-denoise: error: {exc}", err=True)
+    click.echo(f"cryoem-denoise: error: {one_line(exc)}", err=True)
+
+
+def warning_line(text):
+    """Print a one-line warning to stderr."""
+    click.echo(f"cryoem-denoise: warning: {one_line(text)}", err=True)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None,
+                  _default=warnings.showwarning):
+    if issubclass(category, InputWarning):
+        warning_line(message)
+    else:
+        _default(message, category, filename, lineno, file, line)
+
+
+def usage_message(exc):
+    """A click usage error as one line, with where to look for help."""
+    text = one_line(exc.format_message()).rstrip(".")
+    text = text[:1].lower() + text[1:]
+    ctx = getattr(exc, "ctx", None)
+    if ctx is None or not isinstance(exc, click.UsageError):
+        return text
+    where = f"{ctx.info_name}: " if ctx.parent is not None else ""
+    return f"{where}{text} (see '{ctx.command_path} --help')"
 
 
 def report_and_continue(exc):
@@ -22,9 +61,27 @@ def report_and_continue(exc):
 class _Group(click.Group):
     """A click group that turns user-facing errors into one line and exit status 2."""
 
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True,
+             **extra):
+        """Run the command line; usage errors become one line and exit status 2."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.ClickException as exc:
+            click.echo(f"cryoem-denoise: error: {usage_message(exc)}", err=True)
+            sys.exit(2)
+        except click.exceptions.Abort:
+            click.echo("cryoem-denoise: interrupted", err=True)
+            sys.exit(130)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
     def invoke(self, ctx):
         try:
-            return super().invoke(ctx)
+            with warnings.catch_warnings():
+                warnings.simplefilter("always", InputWarning)  # each is issued once per file
+                warnings.showwarning = _show_warning
+                return super().invoke(ctx)
         except CryoEMDenoiseError as exc:
             if ctx.obj and ctx.obj.get("debug"):
                 raise

@@ -6,7 +6,7 @@ import sys
 import click
 import numpy as np
 
-from cryoem_denoise.cli.common import cli, error_line, report_and_continue
+from cryoem_denoise.cli.common import cli, report_and_continue
 from cryoem_denoise.errors import CryoEMDenoiseError, InputError
 
 
@@ -15,45 +15,62 @@ def _fmt(value):
 
 
 def _info_record(path):
-    from cryoem_denoise import mrc
+    from cryoem_denoise import image_io, mrc
 
-    with mrc.open_sections(path) as (sections, header):
+    with image_io.open_sections(path) as (sections, header):
         stats = mrc.pixel_statistics(sections)
         problem = None
         try:
             mrc.check_sections(sections, path)
         except InputError as exc:
-            problem = exc.message
+            problem = exc
     return header, stats, problem
 
 
-def _print_info(header, stats, problem):
-    n, ny, nx = header.shape
+def _voxel_text(header):
     vx, vy, vz = header.voxel_size
-    what = {"image": "single image", "stack": f"stack of {n} images",
-            "volume": f"volume of {n} sections"}[header.kind]
-    voxel = f"{_fmt(vx)} x {_fmt(vy)} A" if vx else "unknown"
+    if not vx:
+        return "unknown (not in the file; give it with --pixel-size where needed)"
+    voxel = f"{_fmt(vx)} x {_fmt(vy)} A"
     if header.kind == "volume" and vz:
         voxel += f" x {_fmt(vz)} A"
+    if header.pixel_size_is_placeholder:
+        voxel += " (looks like a placeholder: 1.0 is what programs write when they do not " \
+                 "know; give the real one with --pixel-size)"
+    return voxel
+
+
+def _print_info(header, stats):
+    from cryoem_denoise import image_io
+
+    n, ny, nx = header.shape
+    what = {"image": "single image", "stack": f"stack of {n} images",
+            "volume": f"volume of {n} sections"}[header.kind]
     ext = f"{header.exttyp or 'untyped'}, {header.extended_header_bytes} bytes" \
         if header.extended_header_bytes else "none"
     click.echo(header.path)
     click.echo(f"  kind:     {what}, {nx} x {ny} pixels (x by y)")
-    click.echo(f"  mode:     {header.mode} ({header.dtype})")
-    click.echo(f"  voxel:    {voxel}")
-    click.echo(f"  extended: {ext}")
+    if header.format == "mrc":
+        click.echo(f"  mode:     {image_io.describe(header)}")
+    else:
+        click.echo(f"  format:   {image_io.describe(header)}")
+    click.echo(f"  voxel:    {_voxel_text(header)}")
+    if header.format == "mrc":
+        click.echo(f"  extended: {ext}")
     click.echo(f"  pixels:   min {_fmt(stats['min'])}  max {_fmt(stats['max'])}  "
                f"mean {_fmt(stats['mean'])}  std {_fmt(stats['std'])}")
-    click.echo(f"  valid:    {'yes' if problem is None else 'no: ' + problem}")
+    click.echo("  valid:    yes" + ("  (header read leniently, see the warning)"
+                                    if header.permissive else ""))
 
 
 @cli.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per file.")
 def info(files, as_json):
-    """Show shape, mode, voxel size and pixel statistics of MRC FILES, and check them.
+    """Show shape, pixel type, voxel size and pixel statistics of image FILES, and check them.
 
-    Exit status 2 if any file is unreadable or invalid (the others are still shown).
+    MRC/MRCS (any mode this tool reads), TIFF and PNG files. A file that cannot be used
+    gets one error line instead (and exit status 2 at the end); the others are still shown.
     """
     from dataclasses import asdict
 
@@ -61,19 +78,18 @@ def info(files, as_json):
     for path in files:
         try:
             header, stats, problem = _info_record(path)
+            if problem is not None:
+                raise problem
         except CryoEMDenoiseError as exc:
             report_and_continue(exc)
             failed = True
             continue
-        if problem is not None:
-            failed = True
         if as_json:
-            click.echo(json.dumps({**asdict(header), "statistics": stats, "valid": problem is None,
-                                   "problem": problem}))
+            record = {**asdict(header), "statistics": stats, "valid": True,
+                      "pixel_size_placeholder": header.pixel_size_is_placeholder}
+            click.echo(json.dumps(record))
         else:
-            _print_info(header, stats, problem)
-        if problem is not None:
-            error_line(InputError(problem, path))
+            _print_info(header, stats)
     if failed:
         sys.exit(2)
 
