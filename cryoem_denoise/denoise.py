@@ -41,22 +41,13 @@ class TileDenoiser:
     """
 
     def __init__(self, generator, depth, config):
-        import tensorflow as tf
-
         if config.tile % (2 ** depth):
             raise ConfigError(f"tile {config.tile} must be a multiple of {2 ** depth} for this model")
         if config.batch_size < 1:
             raise ConfigError("batch size must be at least 1")
         self.generator = generator
         self.config = config
-        spec = tf.TensorSpec((None, config.tile, config.tile, 1), tf.float32)
-
-        @tf.function(input_signature=[spec])
-        def run(tiles):
-            out = generator(tiles / 127.5 - 1.0, training=False)
-            return (tf.cast(out, tf.float32) + 1.0) * 127.5
-
-        self._run = run
+        self._run = compile_inference(generator, config.tile)
 
     def denoise(self, image, affine=None, out=None, progress=None):
         """Denoise one 2D image; return it on [0, 255] (or in file units with ``affine``).
@@ -131,7 +122,8 @@ class TileDenoiser:
                     yield k, stitcher, source[y:y + t, x:x + t], affine
 
         def flush():
-            denoised = self._run(batch[:len(pending)]).numpy()
+            # always the full batch: one compiled shape (JAX compiles per shape)
+            denoised = self._run(batch)
             for j, (stitcher, k) in enumerate(pending):
                 stitcher.add(denoised[j, ..., 0])
                 if stitcher.done:
@@ -152,6 +144,41 @@ class TileDenoiser:
                 flush()
         if pending:
             flush()
+
+
+def compile_inference(generator, tile):
+    """``run(tiles) -> denoised``: the generator compiled for ``(b, tile, tile, 1)`` batches.
+
+    Tiles go in and come out as NumPy float32 on [0, 255]; the model's [-1, 1] edge is inside.
+    TensorFlow: a ``tf.function`` with a fixed signature; JAX: ``jax.jit`` of the stateless
+    call (inference mode: dropout off, BatchNorm's moving statistics).
+    """
+    from cryoem_denoise import backend
+
+    if backend.name() == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        trainable = [v.value for v in generator.trainable_variables]
+        fixed = [v.value for v in generator.non_trainable_variables]
+
+        @jax.jit
+        def run_jax(tv, ntv, tiles):
+            out, _ = generator.stateless_call(tv, ntv, tiles / 127.5 - 1.0, training=False)
+            return (out.astype(jnp.float32) + 1.0) * 127.5
+
+        return lambda tiles: np.asarray(run_jax(trainable, fixed, tiles))
+
+    import tensorflow as tf
+
+    spec = tf.TensorSpec((None, tile, tile, 1), tf.float32)
+
+    @tf.function(input_signature=[spec])
+    def run_tf(tiles):
+        out = generator(tiles / 127.5 - 1.0, training=False)
+        return (tf.cast(out, tf.float32) + 1.0) * 127.5
+
+    return lambda tiles: run_tf(tiles).numpy()
 
 
 def to_units(image, affine):

@@ -63,8 +63,13 @@ def prepare_new(model_dir, *, overwrite=False):
     if model_dir.exists() and not model_dir.is_dir():
         raise OutputError("exists and is not a folder", model_dir)
     if (model_dir / CONFIG).exists() and not overwrite:
-        raise OutputError("already holds a model (use --resume to continue it, or --overwrite)",
-                          model_dir)
+        if (model_dir / WEIGHTS).exists():
+            raise OutputError("already holds a model (use --resume to continue it, or "
+                              "--overwrite)", model_dir)
+        if checkpoint_paths(model_dir):
+            raise OutputError("holds an unfinished run (use --resume to continue it, or "
+                              "--overwrite)", model_dir)
+        # a run stopped before its first checkpoint: nothing to lose, start afresh
     try:
         model_dir.mkdir(parents=True, exist_ok=True)
         (model_dir / CHECKPOINTS).mkdir(exist_ok=True)
@@ -126,7 +131,7 @@ def load_generator(model_dir, precision="float32"):
     if not weights.is_file():
         raise InputError(f"model folder has no {WEIGHTS} (training not finished?)", model_dir)
     with precision_policy(precision):
-        generator = build_generator(cfg.model, seed=cfg.train.seed)
+        generator = build_generator(cfg.model, seed=cfg.train.seed, initialize=False)
     try:
         generator.load_weights(str(weights))
     except (ValueError, OSError) as exc:
@@ -139,8 +144,8 @@ def environment():
     import importlib.metadata as md
 
     versions = {}
-    for pkg in ("tensorflow", "tensorflow-cpu", "keras", "numpy", "mrcfile", "scikit-image",
-                "bm3d", "scipy", "gemmi"):
+    for pkg in ("tensorflow", "tensorflow-cpu", "jax", "jaxlib", "keras", "numpy", "mrcfile",
+                "scikit-image", "bm3d", "scipy", "gemmi"):
         try:
             versions[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
@@ -152,12 +157,9 @@ def environment():
             "cpu": cpu_info()[0] or platform.processor() or None,
             "cpu_native_bf16": cpu_has_native_bf16(),
             "cpu_count": os.cpu_count(), "packages": versions}
-    try:
-        import tensorflow as tf
+    from cryoem_denoise.backend import device_description
 
-        info["gpus"] = [d.name for d in tf.config.list_physical_devices("GPU")]
-    except ImportError:
-        pass
+    info.update(device_description())  # backend, gpus (and JAX's devices)
     return info
 
 

@@ -18,33 +18,77 @@ Critic
     is linear (no sigmoid, as WGAN requires) and gives one score per patch. By default it is
     conditional: it sees the noisy input and the candidate clean image side by side.
 
-Weights start from N(0, 0.02) and BatchNorm scales from N(1, 0.02), as in pix2pix.
+Weights start from N(0, 0.02) and BatchNorm scales from N(1, 0.02), as in pix2pix. They are
+drawn with NumPy from the model's seed and each layer's place (:class:`SeededNormal`), so
+the same seed gives the same initial weights on every backend, and building a model costs
+no backend compilation (JAX compiles each shape of its own random generator: about 1.5 s
+a layer on a CPU).
 """
 
-import keras
+import itertools
+
+from cryoem_denoise import backend
+
+backend.import_quietly()  # checks the backend; keeps its start-up notices off stderr
+
+import keras  # noqa: E402
+import numpy as np
 from keras import layers
 
 
-def _init():
-    return keras.initializers.RandomNormal(0.0, 0.02)
+@keras.saving.register_keras_serializable("cryoem_denoise")
+class SeededNormal(keras.initializers.Initializer):
+    """N(mean, stddev) drawn by NumPy from ``seed`` (a sequence of ints): backend-independent.
+
+    With ``seed=None`` the values come from NumPy's global generator (seeded by
+    :func:`cryoem_denoise.backend.set_random_seed`).
+    """
+
+    def __init__(self, mean=0.0, stddev=0.02, seed=None):
+        self.mean, self.stddev = float(mean), float(stddev)
+        self.seed = None if seed is None else [int(s) for s in np.atleast_1d(seed)]
+
+    def __call__(self, shape, dtype=None):
+        rng = np.random.default_rng(self.seed) if self.seed is not None else np.random
+        values = rng.normal(self.mean, self.stddev, tuple(shape)).astype(np.float32)
+        return keras.ops.convert_to_tensor(values, dtype=dtype or "float32")
+
+    def get_config(self):
+        return {"mean": self.mean, "stddev": self.stddev, "seed": self.seed}
 
 
-def _batch_norm(sync):
-    # PyTorch momentum 0.1 == Keras momentum 0.9; pix2pix's epsilon 1e-5.
-    return layers.BatchNormalization(momentum=0.9, epsilon=1e-5, synchronized=sync,
-                                     gamma_initializer=keras.initializers.RandomNormal(1.0, 0.02))
+class _Inits:
+    """Initializers for one network: layer k gets seed ``(seed, salt, k)``."""
+
+    def __init__(self, seed, salt, initialize=True):
+        self.seed, self.salt, self.initialize = seed, salt, initialize
+        self._count = itertools.count()
+
+    def normal(self, mean=0.0):
+        if not self.initialize:  # weights are loaded next: skip drawing them
+            return keras.initializers.Constant(mean)
+        seed = None if self.seed is None else (self.seed, self.salt, next(self._count))
+        return SeededNormal(mean, 0.02, seed)
+
+    def batch_norm(self, sync):
+        # PyTorch momentum 0.1 == Keras momentum 0.9; pix2pix's epsilon 1e-5.
+        return layers.BatchNormalization(momentum=0.9, epsilon=1e-5, synchronized=sync,
+                                         gamma_initializer=self.normal(1.0))
 
 
 def _filters(cfg_ngf, level, max_mult):
     return cfg_ngf * min(2 ** level, max_mult)
 
 
-def build_generator(cfg, sync_batch_norm=False, seed=None):
+def build_generator(cfg, sync_batch_norm=False, seed=None, initialize=True):
     """The pix2pix U-Net of ``cfg`` (a :class:`~cryoem_denoise.config.ModelConfig`).
 
     The network is fully convolutional: it accepts any ``(h, w)`` divisible by
-    ``2 ** cfg.depth``, though it is trained on ``cfg.tile`` squares.
+    ``2 ** cfg.depth``, though it is trained on ``cfg.tile`` squares. ``seed`` fixes the
+    initial weights and the dropout streams; ``initialize=False`` skips drawing weights
+    that are about to be loaded.
     """
+    init = _Inits(seed, 1, initialize)
     inputs = keras.Input((None, None, cfg.channels), name="noisy")
     x = inputs
     skips = []
@@ -52,22 +96,22 @@ def build_generator(cfg, sync_batch_norm=False, seed=None):
         if level > 0:
             x = layers.LeakyReLU(0.2)(x)
         x = layers.Conv2D(_filters(cfg.ngf, level, cfg.max_mult), 4, strides=2, padding="same",
-                          use_bias=False, kernel_initializer=_init(), name=f"enc{level + 1}")(x)
+                          use_bias=False, kernel_initializer=init.normal(), name=f"enc{level + 1}")(x)
         if level > 0:
-            x = _batch_norm(sync_batch_norm)(x)
+            x = init.batch_norm(sync_batch_norm)(x)
         skips.append(x)
     for i, level in enumerate(range(cfg.depth - 2, -1, -1)):
         x = layers.ReLU()(x)
         x = layers.Conv2DTranspose(_filters(cfg.ngf, level, cfg.max_mult), 4, strides=2,
-                                   padding="same", use_bias=False, kernel_initializer=_init(),
+                                   padding="same", use_bias=False, kernel_initializer=init.normal(),
                                    name=f"dec{i + 1}")(x)
-        x = _batch_norm(sync_batch_norm)(x)
+        x = init.batch_norm(sync_batch_norm)(x)
         if i < cfg.dropout_blocks and cfg.dropout > 0:
             x = layers.Dropout(cfg.dropout, seed=None if seed is None else seed + i)(x)
         x = layers.Concatenate()([x, skips[level]])
     x = layers.ReLU()(x)
     x = layers.Conv2DTranspose(cfg.channels, 4, strides=2, padding="same",
-                               kernel_initializer=_init(), name="out_conv")(x)
+                               kernel_initializer=init.normal(), name="out_conv")(x)
     if cfg.residual:
         noise = layers.Activation("linear", dtype="float32", name="noise")(x)
         outputs = layers.Subtract(dtype="float32", name="denoised")(
@@ -77,8 +121,9 @@ def build_generator(cfg, sync_batch_norm=False, seed=None):
     return keras.Model(inputs, outputs, name="generator")
 
 
-def build_critic(cfg, sync_batch_norm=False):
+def build_critic(cfg, sync_batch_norm=False, seed=None):
     """The PatchGAN critic of ``cfg``: linear scores, one per patch, float32."""
+    init = _Inits(seed, 2)
     channels = cfg.channels * (2 if cfg.critic_conditional else 1)
     inputs = keras.Input((None, None, channels), name="critic_input")
     x = inputs
@@ -88,12 +133,12 @@ def build_critic(cfg, sync_batch_norm=False):
         x = layers.ZeroPadding2D(1)(x)
         norm = i > 0 and cfg.critic_norm == "batch"
         x = layers.Conv2D(cfg.ndf * min(2 ** i, 8), 4, strides=stride, use_bias=not norm,
-                          kernel_initializer=_init(), name=f"critic{i + 1}")(x)
+                          kernel_initializer=init.normal(), name=f"critic{i + 1}")(x)
         if norm:
-            x = _batch_norm(sync_batch_norm)(x)
+            x = init.batch_norm(sync_batch_norm)(x)
         x = layers.LeakyReLU(0.2)(x)
     x = layers.ZeroPadding2D(1)(x)
-    scores = layers.Conv2D(1, 4, strides=1, kernel_initializer=_init(), dtype="float32",
+    scores = layers.Conv2D(1, 4, strides=1, kernel_initializer=init.normal(), dtype="float32",
                            name="score")(x)
     return keras.Model(inputs, scores, name="critic")
 

@@ -1,6 +1,6 @@
 """Additive Gaussian noise, the paper's degradation model ``y = x + v``.
 
-One definition serves NumPy and TensorFlow: for each image a sigma is drawn uniformly from
+One definition serves NumPy, TensorFlow and JAX: for each image a sigma is drawn uniformly from
 the :class:`SigmaSpec` range (or fixed, for a single value), then ``v = sigma * N(0, 1)``
 per pixel, on the [0, 255] scale, and the result is not clipped (clipping would bias the
 noise at dark and bright pixels). :func:`sigma_from_uniform` is the shared step.
@@ -103,4 +103,30 @@ def add_gaussian_noise_tf(images, spec, seed):
     u = tf.random.stateless_uniform(tf.shape(images)[:1], seed=seeds[0])
     sigma = sigma_from_uniform(spec, u)
     noise = tf.random.stateless_normal(tf.shape(images), seed=seeds[1])
+    return images + sigma[:, None, None, None] * noise, sigma
+
+
+def add_gaussian_noise_jax(images, spec, key):
+    """JAX version for a batch ``(b, h, w, c)``: one sigma per image, from a PRNG key.
+
+    Parameters
+    ----------
+    images : jax.Array
+        Clean batch on the [0, 255] scale.
+    spec : SigmaSpec, str or float
+    key : jax.Array
+        PRNG key; the same key gives the same noise.
+
+    Returns
+    -------
+    noisy, sigma : jax.Array
+        The noisy batch and the ``(b,)`` sigmas used.
+    """
+    import jax
+
+    spec = SigmaSpec.parse(spec)
+    k_sigma, k_noise = jax.random.split(key)
+    u = jax.random.uniform(k_sigma, images.shape[:1])
+    sigma = sigma_from_uniform(spec, u)
+    noise = jax.random.normal(k_noise, images.shape, images.dtype)
     return images + sigma[:, None, None, None] * noise, sigma

@@ -8,6 +8,11 @@ flip/rotation and noise from stateless random numbers seeded by ``(seed, i)``. S
 resumed at step *s* simply starts at element ``s * batch``, and the same seed always gives
 the same batches, whatever the number of parallel calls.
 
+The stream has two forms from this one description: :func:`training_dataset` (``tf.data``,
+for TensorFlow) and :func:`jax_batch` (drawn on the accelerator inside JAX's jitted step,
+from the buffers of :func:`device_images`). They use different random-number generators,
+so the same seed gives the same batches within a backend, not across backends.
+
 Two modes:
 
 * clean images (the paper's protocol): Gaussian noise by :class:`~cryoem_denoise.noise.SigmaSpec`
@@ -263,3 +268,109 @@ def training_dataset(image_set, cfg, start_element=0, elements_per_step=None):
     ds = ds.batch(per_step, drop_remainder=True)
     ds = ds.map(degrade, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+# -- the same stream on the accelerator (JAX) ------------------------------------------------
+#: Largest flat buffer the JAX form indexes (int32 indices without jax_enable_x64).
+JAX_MAX_PIXELS = 2 ** 31 - 1
+
+
+def device_images(image_set, distribution=None):
+    """An :class:`ImageSet` as JAX arrays on the device(s), for :func:`jax_batch`.
+
+    With a Keras ``distribution`` the buffers are replicated on every device.
+
+    Raises
+    ------
+    InputError
+        More pixels than 32-bit indices reach (about 8 GB of float32 images).
+    """
+    import jax
+    import jax.numpy as jnp
+
+    if image_set.flat_clean.size > JAX_MAX_PIXELS:
+        raise InputError(f"{image_set.flat_clean.size} training pixels are more than the JAX "
+                         f"data path indexes ({JAX_MAX_PIXELS}); train on fewer images")
+    areas = (image_set.heights * image_set.widths).astype(np.float64)
+    data = {"clean": image_set.flat_clean,
+            "offsets": image_set.offsets.astype(np.int32),
+            "heights": image_set.heights.astype(np.int32),
+            "widths": image_set.widths.astype(np.int32),
+            "logits": np.log(areas).astype(np.float32)}
+    if image_set.paired:
+        data["noisy"] = image_set.flat_noisy
+    if distribution is None:
+        return {k: jnp.asarray(v) for k, v in data.items()}
+    sharding = jax.sharding.NamedSharding(
+        distribution.device_mesh.backend_mesh, jax.sharding.PartitionSpec())
+    return {k: jax.device_put(v, sharding) for k, v in data.items()}
+
+
+def _dihedral(rows, cols, tile, rot, flip):
+    """Source coordinates of a crop turned by ``rot`` quarter turns, then mirrored."""
+    import jax.numpy as jnp
+
+    last = tile - 1
+    cols = jnp.where(flip > 0, last - cols, cols)
+    r = jnp.select([rot == 0, rot == 1, rot == 2], [rows, cols, last - rows], last - cols)
+    c = jnp.select([rot == 0, rot == 1, rot == 2], [cols, last - rows, last - cols], rows)
+    return r, c
+
+
+def jax_batch(data, cfg, first_element, n):
+    """``(noisy, clean)`` crops ``first_element .. first_element + n - 1`` (JAX, jittable).
+
+    The JAX form of :func:`training_dataset`, from the same description: element *i*
+    draws its image (weighted by area), crop position, quarter turns and mirror from
+    ``(seed, i)``; the batch's noise (one σ per crop from the σ spec) from
+    ``(seed + 1, first_element)``. A pure function of its arguments, so the same seed and
+    step always give the same batch, and a resumed run continues the same stream.
+
+    Parameters
+    ----------
+    data : dict
+        From :func:`device_images`.
+    cfg : FitConfig
+    first_element : int or jax.Array
+    n : int
+        Crops (static).
+
+    Returns
+    -------
+    noisy, clean : jax.Array
+        ``(n, tile, tile, 1)`` each, on [0, 255].
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from cryoem_denoise.noise import add_gaussian_noise_jax
+
+    tile = cfg.model.tile
+    seed = int(cfg.train.seed)
+    key = jax.random.PRNGKey(seed)
+    grid = jnp.arange(tile, dtype=jnp.int32)
+    rows0, cols0 = jnp.meshgrid(grid, grid, indexing="ij")
+    paired = "noisy" in data
+
+    def crop(i):
+        keys = jax.random.split(jax.random.fold_in(key, i), 5)
+        k = jax.random.categorical(keys[0], data["logits"])
+        h, w = data["heights"][k], data["widths"][k]
+        y = jax.random.randint(keys[1], (), 0, h - tile + 1)
+        x = jax.random.randint(keys[2], (), 0, w - tile + 1)
+        rows, cols = rows0, cols0
+        if cfg.data.augment:
+            rot = jax.random.randint(keys[3], (), 0, 4)
+            flip = jax.random.randint(keys[4], (), 0, 2)
+            rows, cols = _dihedral(rows, cols, tile, rot, flip)
+        index = data["offsets"][k] + (y + rows) * w + (x + cols)
+        clean = data["clean"][index]
+        return (data["noisy"][index] if paired else clean), clean
+
+    elements = jnp.asarray(first_element, jnp.int32) + jnp.arange(n, dtype=jnp.int32)
+    noisy, clean = jax.vmap(crop)(elements)
+    noisy, clean = noisy[..., None], clean[..., None]
+    if not paired:
+        noise_key = jax.random.fold_in(jax.random.PRNGKey(seed + 1), first_element)
+        noisy, _ = add_gaussian_noise_jax(clean, cfg.data.sigma, noise_key)
+    return noisy, clean

@@ -15,9 +15,28 @@ BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
 
 
 def gpus():
-    import tensorflow as tf
+    """The accelerators the Keras backend sees (see :func:`cryoem_denoise.backend.gpus`)."""
+    from cryoem_denoise.backend import gpus as backend_gpus
 
-    return tf.config.list_physical_devices("GPU")
+    return backend_gpus()
+
+
+def check_precision(precision):
+    """Refuse a precision this machine cannot run usefully (before any work).
+
+    Raises
+    ------
+    ConfigError
+        ``mixed_float16`` without a GPU: CPUs have no fast float16 arithmetic (and
+        TensorFlow's and XLA's CPU kernels emulate it), so it is refused rather than run
+        many times slower than float32.
+    """
+    from cryoem_denoise.errors import ConfigError
+
+    if precision == "mixed_float16" and not gpus():
+        raise ConfigError("mixed_float16 needs a GPU; on a CPU use --precision float32 "
+                          "(or mixed_bfloat16 on CPUs with AVX-512 BF16/AMX)")
+    return precision
 
 
 def resolve(precision):
@@ -78,25 +97,7 @@ def precision_policy(precision):
 
 
 def import_tensorflow_quietly():
-    """Import TensorFlow with its start-up chatter (oneDNN, absl notices) kept off stderr.
+    """Import Keras and its backend quietly (see :func:`cryoem_denoise.backend.import_quietly`)."""
+    from cryoem_denoise.backend import import_quietly
 
-    Those lines come from C++ at import time and ignore ``TF_CPP_MIN_LOG_LEVEL``, so file
-    descriptor 2 is pointed at /dev/null for the import only; Python errors still surface.
-    """
-    import os
-    import sys
-
-    if "tensorflow" in sys.modules:
-        return sys.modules["tensorflow"]
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            import keras  # noqa: F401  (imports tensorflow)
-            import tensorflow as tf
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-    return tf
+    return import_quietly()

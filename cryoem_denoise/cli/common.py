@@ -95,26 +95,39 @@ class _Group(click.Group):
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="cryoem-denoise")
 @click.option("--debug", is_flag=True, help="Show full tracebacks instead of one-line errors.")
+@click.option("--backend", type=click.Choice(["tensorflow", "jax"]),
+              help="Keras backend to compute with (the same as KERAS_BACKEND)  [tensorflow]")
 @click.pass_context
-def cli(ctx, debug):
+def cli(ctx, debug, backend):
     """Denoise cryo-EM images (MRC/MRCS) with a Wasserstein GAN (Ouyang et al., 2020)."""
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
+    if backend:
+        import os
+
+        os.environ["KERAS_BACKEND"] = backend
 
 
 
 def quiet_tensorflow():
-    """Import TensorFlow without its start-up notices, unless --debug."""
+    """Check the Keras backend and import it without its start-up notices (unless --debug).
+
+    Raises :class:`~cryoem_denoise.errors.ConfigError` for an unknown backend or one that is
+    not installed, before any work.
+    """
+    from cryoem_denoise import backend
+
+    backend.select()
     ctx = click.get_current_context(silent=True)
     if not (ctx is not None and (ctx.find_root().obj or {}).get("debug")):
-        from cryoem_denoise.precision import import_tensorflow_quietly
-
-        import_tensorflow_quietly()
+        backend.import_quietly()
 
 
 def warn_precision(precision):
-    """Say so (one line on stderr) when a precision choice is likely to be slow here."""
-    from cryoem_denoise.precision import bf16_warning
+    """Refuse mixed_float16 without a GPU; warn (one line) when bfloat16 is likely slow here."""
+    from cryoem_denoise.precision import bf16_warning, check_precision
+
+    check_precision(precision)
 
     message = bf16_warning(precision)
     if message:

@@ -78,7 +78,7 @@ def _build_fit_config(base, experiment, options):
 @click.option("--precision", type=click.Choice(["auto", "float32", "mixed_float16",
                                                 "mixed_bfloat16"]), help="[auto]")
 @click.option("--strategy", type=click.Choice(["auto", "default", "mirrored", "multiworker"]),
-              help="tf.distribute strategy  [auto]")
+              help="Devices: auto (all GPUs), default (one), mirrored (all local), multiworker (all hosts)  [auto]")
 @click.option("--seed", type=int, help="Random seed  [0]")
 @click.option("--log-every", type=int, help="Steps between loss records  [500]")
 @click.option("--validate-every", type=int, help="Steps between validation scores  [1000]")

@@ -1,0 +1,78 @@
+"""The WGAN losses of the paper, written once in ``keras.ops`` for both training steps.
+
+* critic: ``L_D = mean D(y, G(y)) - mean D(y, x)`` (Eq. 6 with the sign WGAN minimises);
+* generator: ``L_G = -mean D(y, G(y)) + lambda * L_content`` with the gray constraint
+  ``L_content`` (Eq. 8): the per-image sum of squared errors, by default on the model's
+  [-1, 1] scale (``gray_scale='unit255'`` uses the [0, 255] scale; ``gray_reduction='mean'``
+  the per-image mean).
+
+Losses are averaged over the *global* batch (``global_batch``): a replica of a
+``tf.distribute`` step divides its share by the whole batch, so the summed replicas equal one
+device; on JAX the batch is global already and ``global_batch`` is its size.
+"""
+
+from cryoem_denoise import backend
+
+backend.import_quietly()  # checks the backend; keeps its start-up notices off stderr
+
+from keras import ops  # noqa: E402
+
+
+def to_model_scale(images):
+    """[0, 255] → [-1, 1]."""
+    return images / 127.5 - 1.0
+
+
+def from_model_scale(images):
+    """[-1, 1] → [0, 255]."""
+    return (images + 1.0) * 127.5
+
+
+def critic_input(noisy, image, conditional):
+    """What the critic judges: the candidate, beside the noisy input if ``conditional``."""
+    image = ops.cast(image, noisy.dtype)
+    return ops.concatenate([noisy, image], axis=-1) if conditional else image
+
+
+def per_example_score(scores):
+    """Mean PatchGAN score of each image of a batch, in float32."""
+    return ops.mean(ops.cast(scores, "float32"), axis=(1, 2, 3))
+
+
+def gray_constraint(clean, fake, scale="model", reduction="sum"):
+    """Per-image gray constraint between ``clean`` and ``fake`` (both on [-1, 1])."""
+    diff = ops.cast(fake, "float32") - ops.cast(clean, "float32")
+    if scale == "unit255":
+        diff = diff * 127.5
+    sq = ops.square(diff)
+    return ops.sum(sq, axis=(1, 2, 3)) if reduction == "sum" else ops.mean(sq, axis=(1, 2, 3))
+
+
+def batch_average(per_example, global_batch):
+    """Sum of per-example values over ``global_batch`` (this replica's share of the mean)."""
+    return ops.sum(per_example) / global_batch
+
+
+def critic_loss(real_scores, fake_scores, global_batch):
+    """WGAN critic loss from the critic's raw outputs on real and generated images."""
+    return batch_average(per_example_score(fake_scores) - per_example_score(real_scores),
+                         global_batch)
+
+
+def generator_loss(fake_scores, clean, fake, train_cfg, global_batch):
+    """``(loss, adversarial, content)`` of the generator.
+
+    Parameters
+    ----------
+    fake_scores : tensor
+        Critic outputs on the generated images.
+    clean, fake : tensor
+        Targets and generator outputs, both on [-1, 1].
+    train_cfg : TrainConfig
+        ``gray_lambda``, ``gray_scale`` and ``gray_reduction`` are used.
+    global_batch : int
+    """
+    adversarial = batch_average(-per_example_score(fake_scores), global_batch)
+    content = batch_average(gray_constraint(clean, fake, train_cfg.gray_scale,
+                                            train_cfg.gray_reduction), global_batch)
+    return adversarial + train_cfg.gray_lambda * content, adversarial, content

@@ -1,0 +1,147 @@
+"""What both training steps share: the networks, their optimisers, and the saved state.
+
+A trainer holds the generator, the critic and their optimisers, built under the run's
+precision policy (and its distribution scope). The backend subclasses
+(:class:`~cryoem_denoise.training.tf_step.TFTrainer`,
+:class:`~cryoem_denoise.training.jax_step.JaxTrainer`) add the compiled step and the data
+stream, behind one interface that the loop (:mod:`~cryoem_denoise.training.loop`) uses:
+
+``train_step(noisy, clean)``
+    one WGAN step on an explicit batch of ``n_critic * batch_size`` crops on [0, 255];
+``start(image_set, start_step)`` / ``step(step)``
+    the run's own data, drawn for step ``step`` (a pure function of seed and step);
+``sync()``
+    bring the Keras variables up to date (JAX keeps the state outside them while training);
+``get_state(step)`` / ``set_state(arrays)``
+    checkpoints: the same arrays, in the same order, on every backend.
+"""
+
+import contextlib
+
+import numpy as np
+
+from cryoem_denoise.errors import ConfigError, InputError
+from cryoem_denoise.losses import from_model_scale, to_model_scale
+from cryoem_denoise.models import build_critic, build_generator
+from cryoem_denoise.precision import resolve
+
+
+def make_optimizer(name, lr, beta1, mixed_float16):
+    """A Keras optimizer by name; wrapped for dynamic loss scaling under float16."""
+    import keras
+
+    if name == "adam":
+        opt = keras.optimizers.Adam(lr, beta_1=beta1)
+    elif name == "sgd":
+        opt = keras.optimizers.SGD(lr)
+    elif name == "rmsprop":
+        opt = keras.optimizers.RMSprop(lr)
+    else:
+        raise ConfigError(f"unknown optimizer {name!r}")
+    if mixed_float16:
+        opt = keras.optimizers.LossScaleOptimizer(opt)
+    return opt
+
+
+class Trainer:
+    """Generator, critic and optimisers of a run.
+
+    Parameters
+    ----------
+    cfg : FitConfig
+    scope : callable, optional
+        Returns the context to build variables in (a strategy's or distribution's scope).
+    replicas : int
+        Devices the batch is split over (for the divisibility check and synchronized
+        BatchNorm).
+    """
+
+    def __init__(self, cfg, scope=None, replicas=1):
+        import keras
+
+        from cryoem_denoise import backend
+
+        self.cfg = cfg
+        t = cfg.train
+        if t.deterministic:
+            backend.enable_determinism()
+        backend.set_random_seed(t.seed)
+        self.policy = resolve(t.precision)
+        self.replicas = replicas
+        if t.batch_size % replicas:
+            raise ConfigError(f"batch size {t.batch_size} is not divisible by the "
+                              f"{replicas} devices")
+        previous = keras.mixed_precision.global_policy()
+        keras.mixed_precision.set_global_policy(self.policy)
+        try:
+            with (scope or contextlib.nullcontext)():
+                sync = replicas > 1
+                self.generator = build_generator(cfg.model, sync, seed=t.seed)
+                self.critic = build_critic(cfg.model, sync, seed=t.seed)
+                fp16 = self.policy == "mixed_float16"
+                self.g_opt = make_optimizer(t.g_optimizer, t.g_lr, t.adam_beta1, fp16)
+                self.d_opt = make_optimizer(t.d_optimizer, t.d_lr, t.adam_beta1, fp16)
+                self.g_opt.build(self.generator.trainable_variables)
+                self.d_opt.build(self.critic.trainable_variables)
+        finally:
+            keras.mixed_precision.set_global_policy(previous)
+        c = t.clip
+        for v in self.critic.trainable_variables:
+            v.assign(keras.ops.clip(v.value, -c, c))
+
+    # -- the interface the loop uses -----------------------------------------------------
+    def train_step(self, noisy, clean):  # pragma: no cover - implemented by the backends
+        raise NotImplementedError
+
+    def start(self, image_set, start_step):  # pragma: no cover
+        raise NotImplementedError
+
+    def step(self, step):  # pragma: no cover
+        raise NotImplementedError
+
+    def sync(self):
+        """Make the Keras variables hold the current state (a no-op where they always do)."""
+
+    # -- state ---------------------------------------------------------------------------
+    def _state_variables(self):
+        return {"generator": self.generator.variables, "critic": self.critic.variables,
+                "g_opt": self.g_opt.variables, "d_opt": self.d_opt.variables}
+
+    def get_state(self, step):
+        """All variables as ``{'group/NNNN': ndarray}`` plus ``'step'``."""
+        import keras
+
+        self.sync()
+        arrays = {"step": np.array(step, np.int64)}
+        for group, variables in self._state_variables().items():
+            for i, v in enumerate(variables):
+                arrays[f"{group}/{i:04d}"] = np.asarray(keras.ops.convert_to_numpy(v.value))
+        return arrays
+
+    def set_state(self, arrays, source="checkpoint"):
+        """Load :meth:`get_state` arrays; return their step.
+
+        Raises
+        ------
+        InputError
+            The arrays do not fit this model (another config).
+        """
+        for group, variables in self._state_variables().items():
+            keys = sorted(k for k in arrays if k.startswith(group + "/"))
+            if len(keys) != len(variables):
+                raise InputError(f"checkpoint does not fit this model ({group}: {len(keys)} "
+                                 f"arrays for {len(variables)} variables)", source)
+            for key, v in zip(keys, variables):
+                if tuple(arrays[key].shape) != tuple(v.shape):
+                    raise InputError(f"checkpoint does not fit this model ({group} variable "
+                                     f"{v.path}: {arrays[key].shape} vs {tuple(v.shape)})", source)
+                v.assign(arrays[key])
+        return int(arrays["step"])
+
+    def denoise_batch(self, noisy):
+        """Generator on ``(n, h, w)`` noisy crops on [0, 255] → denoised on [0, 255]."""
+        import keras
+
+        self.sync()
+        out = self.generator(to_model_scale(noisy[..., None].astype(np.float32)), training=False)
+        return from_model_scale(keras.ops.convert_to_numpy(out).astype(np.float32)[..., 0])

@@ -1,0 +1,39 @@
+"""Scalar summaries for TensorBoard, written without TensorFlow (on every backend).
+
+Uses the ``tensorboard`` package's event-file writer and protocol buffers, which need no
+TensorFlow: a JAX run's logs open in TensorBoard like a TensorFlow run's. TensorBoard loads
+TensorFlow for its file I/O whenever it is installed, unless the marker module
+``tensorboard.compat.notf`` exists; where TensorFlow is not already running, the marker is
+set so that its own stub is used instead.
+"""
+
+import sys
+import types
+
+
+class ScalarWriter:
+    """Append scalars to an event file in ``logdir``."""
+
+    def __init__(self, logdir):
+        if "tensorflow" not in sys.modules:
+            sys.modules.setdefault("tensorboard.compat.notf",
+                                   types.ModuleType("tensorboard.compat.notf"))
+        from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+        self._writer = EventFileWriter(str(logdir))
+
+    def scalar(self, tag, value, step):
+        import time
+
+        from tensorboard.compat.proto import event_pb2, summary_pb2
+
+        summary = summary_pb2.Summary(value=[summary_pb2.Summary.Value(
+            tag=tag, simple_value=float(value))])
+        self._writer.add_event(event_pb2.Event(wall_time=time.time(), step=int(step),
+                                               summary=summary))
+
+    def flush(self):
+        self._writer.flush()
+
+    def close(self):
+        self._writer.close()

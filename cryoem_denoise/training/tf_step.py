@@ -1,0 +1,139 @@
+"""The TensorFlow training step: ``tf.function``, ``GradientTape``, ``tf.distribute``.
+
+One step on ``n_critic * batch_size`` crops:
+
+1. for each of the ``n_critic`` chunks of ``batch_size`` crops: the critic loss
+   (:func:`~cryoem_denoise.losses.critic_loss`), one optimiser update, then every critic
+   weight clipped to ``[-c, c]``;
+2. the generator loss (:func:`~cryoem_denoise.losses.generator_loss`) on the last chunk,
+   one optimiser update.
+
+Losses are averaged over the global batch, so a step on several replicas equals a step on
+one; clipping runs in cross-replica context, after the all-reduced update. Data comes from
+:func:`cryoem_denoise.pipeline.training_dataset` (``tf.data``), distributed by the strategy.
+"""
+
+import os
+
+from cryoem_denoise import losses
+from cryoem_denoise.errors import ConfigError
+from cryoem_denoise.training.base import Trainer
+
+
+def make_strategy(name):
+    """A ``tf.distribute`` strategy by name (see :data:`cryoem_denoise.config.STRATEGIES`)."""
+    import tensorflow as tf
+
+    if name == "auto":
+        if os.environ.get("TF_CONFIG"):
+            name = "multiworker"
+        elif len(tf.config.list_physical_devices("GPU")) > 1:
+            name = "mirrored"
+        else:
+            name = "default"
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multiworker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ConfigError(f"unknown strategy {name!r}")
+
+
+class TFTrainer(Trainer):
+    """The WGAN step on TensorFlow.
+
+    Parameters
+    ----------
+    cfg : FitConfig
+    strategy : tf.distribute.Strategy, optional
+        Defaults to :func:`make_strategy` of ``cfg.train.strategy``.
+    """
+
+    def __init__(self, cfg, strategy=None):
+        import tensorflow as tf
+
+        self.strategy = strategy or make_strategy(cfg.train.strategy)
+        super().__init__(cfg, self.strategy.scope, self.strategy.num_replicas_in_sync)
+        self.train_step = tf.function(self._train_step)
+        self._batches = None
+
+    # -- data ----------------------------------------------------------------------------
+    def start(self, image_set, start_step):
+        """Draw the run's batches from ``tf.data``, beginning at ``start_step``."""
+        from cryoem_denoise import pipeline
+
+        per_step = self.cfg.train.batch_size * self.cfg.train.n_critic
+        dataset = pipeline.training_dataset(image_set, self.cfg,
+                                            start_element=start_step * per_step)
+        self._batches = iter(self.strategy.experimental_distribute_dataset(dataset))
+
+    def step(self, step):
+        """One step on the run's next batch (``step`` follows from the data position)."""
+        return self.train_step(*next(self._batches))
+
+    # -- the step ------------------------------------------------------------------------
+    @staticmethod
+    def _scaled(opt, loss):
+        """The loss the tape differentiates: multiplied by the loss scale for float16."""
+        return opt.scale_loss(loss) if hasattr(opt, "scale_loss") else loss
+
+    def _critic_replica(self, noisy, clean):
+        import tensorflow as tf
+
+        cond = self.cfg.model.critic_conditional
+        y, x = losses.to_model_scale(noisy), losses.to_model_scale(clean)
+        with tf.GradientTape() as tape:
+            fake = self.generator(y, training=True)
+            real_s = self.critic(losses.critic_input(y, x, cond), training=True)
+            fake_s = self.critic(losses.critic_input(y, fake, cond), training=True)
+            loss = losses.critic_loss(real_s, fake_s, self.cfg.train.batch_size)
+            scaled = self._scaled(self.d_opt, loss)
+        variables = self.critic.trainable_variables
+        self.d_opt.apply(tape.gradient(scaled, variables), variables)
+        return loss
+
+    def _generator_replica(self, noisy, clean):
+        import tensorflow as tf
+
+        cond = self.cfg.model.critic_conditional
+        y, x = losses.to_model_scale(noisy), losses.to_model_scale(clean)
+        with tf.GradientTape() as tape:
+            fake = self.generator(y, training=True)
+            fake_s = self.critic(losses.critic_input(y, fake, cond), training=True)
+            loss, adv, con = losses.generator_loss(fake_s, x, fake, self.cfg.train,
+                                                   self.cfg.train.batch_size)
+            scaled = self._scaled(self.g_opt, loss)
+        variables = self.generator.trainable_variables
+        self.g_opt.apply(tape.gradient(scaled, variables), variables)
+        return loss, adv, con
+
+    def _clip_critic(self):
+        import tensorflow as tf
+
+        c = self.cfg.train.clip
+        for v in self.critic.trainable_variables:
+            v.assign(tf.clip_by_value(v, -c, c))
+
+    def _train_step(self, noisy, clean):
+        """One WGAN step on a distributed batch of ``n_critic * batch_size`` crops."""
+        import tensorflow as tf
+
+        s = self.strategy
+        n = self.cfg.train.n_critic
+        total = tf.distribute.ReduceOp.SUM  # losses are already divided by the global batch
+
+        def chunk(k):
+            return lambda a: tf.split(a, n, axis=0)[k]
+
+        d_loss = 0.0
+        for k in range(n):
+            nk = s.run(chunk(k), args=(noisy,)) if n > 1 else noisy
+            ck = s.run(chunk(k), args=(clean,)) if n > 1 else clean
+            d_loss = s.reduce(total, s.run(self._critic_replica, args=(nk, ck)), axis=None)
+            self._clip_critic()
+        g, adv, con = s.run(self._generator_replica, args=(nk, ck))
+        return {"g_loss": s.reduce(total, g, axis=None),
+                "g_adversarial": s.reduce(total, adv, axis=None),
+                "g_content": s.reduce(total, con, axis=None),
+                "d_loss": d_loss, "wasserstein": -d_loss}
