@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-EXTRAS ?= cpu,test
+EXTRAS ?= cpu,jax,test
 DEMO_OUT ?= demo-out
 DEMO_STEPS ?= 300
 
@@ -33,8 +33,12 @@ demo: data
 		--out $(DEMO_OUT)/micrograph --overwrite
 	@echo "demo: figures in $(DEMO_OUT)/sigma40/simulated_compare.png and $(DEMO_OUT)/micrograph/epu2.9_example_compare.png"
 
+# The suite on TensorFlow, then the backend tests again on JAX with TensorFlow hidden (as if
+# it were not installed: tests/hide_modules/sitecustomize.py).
 test: data
 	$(BIN)/python -m pytest -q
+	KERAS_BACKEND=jax CRYOEM_DENOISE_HIDE_MODULES=tensorflow PYTHONPATH=$(CURDIR)/tests/hide_modules \
+		$(BIN)/python -m pytest -q -m backends
 
 BENCHMARKS ?= training apply simulate evaluate quality
 

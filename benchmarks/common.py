@@ -35,7 +35,13 @@ def save(name, record):
 
 
 def quiet_tf():
+    """Import Keras and its backend (KERAS_BACKEND) quietly; the TensorFlow module if that
+    is the backend, else ``None``."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    from cryoem_denoise.precision import import_tensorflow_quietly
+    from cryoem_denoise.backend import import_quietly
 
-    return import_tensorflow_quietly()
+    if import_quietly() == "tensorflow":
+        import tensorflow as tf
+
+        return tf
+    return None

@@ -6,6 +6,8 @@ from cryoem_denoise.errors import ConfigError
 from cryoem_denoise.intensity import to_unit255
 from cryoem_denoise.tiling import make_grid
 
+pytestmark = pytest.mark.backends  # also run on JAX by make test
+
 
 def identity_denoiser(tile=64, overlap=16, batch=3):
     import keras

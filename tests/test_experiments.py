@@ -1,8 +1,11 @@
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from cryoem_denoise.cli import cli
+
+pytestmark = pytest.mark.backends  # also run on JAX by make test
 
 
 def test_table2_experiments_run_and_resume(clean_mrc, tmp_path):

@@ -52,11 +52,13 @@ class Trainer:
     scope : callable, optional
         Returns the context to build variables in (a strategy's or distribution's scope).
     replicas : int
-        Devices the batch is split over (for the divisibility check and synchronized
-        BatchNorm).
+        Devices the batch is split over (for the divisibility check).
+    sync_batch_norm : bool
+        Synchronize BatchNorm statistics across replicas (``tf.distribute``; under JAX's
+        sharded jit the statistics are those of the global batch already).
     """
 
-    def __init__(self, cfg, scope=None, replicas=1):
+    def __init__(self, cfg, scope=None, replicas=1, sync_batch_norm=False):
         import keras
 
         from cryoem_denoise import backend
@@ -75,7 +77,7 @@ class Trainer:
         keras.mixed_precision.set_global_policy(self.policy)
         try:
             with (scope or contextlib.nullcontext)():
-                sync = replicas > 1
+                sync = sync_batch_norm and replicas > 1
                 self.generator = build_generator(cfg.model, sync, seed=t.seed)
                 self.critic = build_critic(cfg.model, sync, seed=t.seed)
                 fp16 = self.policy == "mixed_float16"

@@ -54,7 +54,8 @@ class TFTrainer(Trainer):
         import tensorflow as tf
 
         self.strategy = strategy or make_strategy(cfg.train.strategy)
-        super().__init__(cfg, self.strategy.scope, self.strategy.num_replicas_in_sync)
+        super().__init__(cfg, self.strategy.scope, self.strategy.num_replicas_in_sync,
+                         sync_batch_norm=True)
         self.train_step = tf.function(self._train_step)
         self._batches = None
 
