@@ -1,4 +1,6 @@
-"""Precision policies: 'auto' resolution and the bfloat16-on-a-plain-CPU warning."""
+"""Precision policies: 'auto' resolution, the bfloat16-on-a-plain-CPU warning, float16 refusal."""
+
+import pytest
 
 from cryoem_denoise import precision
 
@@ -37,3 +39,14 @@ def test_auto_is_float32_without_a_gpu(monkeypatch):
     monkeypatch.setattr(precision, "gpus", lambda: ["GPU:0"])
     assert precision.resolve("auto") == "mixed_float16"
     assert precision.resolve("mixed_bfloat16") == "mixed_bfloat16"
+
+
+def test_mixed_float16_needs_a_gpu(monkeypatch):
+    from cryoem_denoise.errors import ConfigError
+
+    monkeypatch.setattr(precision, "gpus", lambda: [])
+    with pytest.raises(ConfigError, match="mixed_float16 needs a GPU"):
+        precision.check_precision("mixed_float16")
+    assert precision.check_precision("float32") == "float32"
+    monkeypatch.setattr(precision, "gpus", lambda: ["GPU:0"])
+    assert precision.check_precision("mixed_float16") == "mixed_float16"

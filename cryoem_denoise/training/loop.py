@@ -144,12 +144,12 @@ def _mean_rows(outs):
 
 
 def _loop(trainer, cfg, train_set, val, inputs, model_dir, start_step, progress, stop_after):
-    from cryoem_denoise.training.tensorboard import ScalarWriter
+    from cryoem_denoise.training.tensorboard import scalar_writer
 
     t = cfg.train
     per_step = t.batch_size * t.n_critic
     trainer.start(train_set, start_step)
-    writer = ScalarWriter(model_dir / model_store.LOGS)
+    writer = scalar_writer(model_dir / model_store.LOGS)
     losses_path = model_dir / model_store.LOSSES
     meta = model_store.load_metadata(model_dir) if start_step else {}
     history = meta.get("validation", [])

@@ -11,6 +11,28 @@ import sys
 import types
 
 
+class NullWriter:
+    """Stands in for :class:`ScalarWriter` where the ``tensorboard`` package is missing."""
+
+    def scalar(self, tag, value, step):
+        pass
+
+    def flush(self):
+        pass
+
+    def close(self):
+        pass
+
+
+def scalar_writer(logdir):
+    """A :class:`ScalarWriter`, or a :class:`NullWriter` without the ``tensorboard`` package
+    (the loss CSV holds the same numbers)."""
+    try:
+        return ScalarWriter(logdir)
+    except ImportError:
+        return NullWriter()
+
+
 class ScalarWriter:
     """Append scalars to an event file in ``logdir``."""
 

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The GPU benchmark of issue 9, for a machine with JAX but no TensorFlow (run there, in the
+# repository root, after scripts/device_wheels.sh here; carry .whl and .device-data).
+# Writes benchmarks/results/backends_gpu.json (and a copy into $OUT when set).
+# Test it on CPU JAX first: SMALL=1 bash benchmarks/device_run.sh
+set -euo pipefail
+export PYTHONUNBUFFERED=1 KERAS_BACKEND=jax CRYOEM_DENOISE_DATA=$PWD/.device-data
+if ! python3 -c "import keras" 2>/dev/null; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target /tmp/site .whl/*.whl
+    export PYTHONPATH=/tmp/site:$PWD
+else
+    export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+fi
+python3 -c "import jax; print('jax', jax.__version__, jax.devices())"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || true
+if [ "${SMALL:-0}" = 1 ]; then   # CPU rehearsal: same code paths, small sizes
+    args=(--ngf 8 --batch 2 --precisions float32 --steps 2 --apply-ngf 8 --apply-batch 8
+          --suffix cpu_rehearsal)
+else
+    args=(--ngf 64 16 --batch 32 --precisions float32 mixed_bfloat16 mixed_float16 --steps 40
+          --apply-ngf 64 --apply-batch 64 --apply-precision mixed_bfloat16 --suffix gpu)
+fi
+python3 benchmarks/bench_backends.py --backends jax "${args[@]}" --timeout 500
+if [ -n "${OUT:-}" ]; then cp benchmarks/results/backends_*.json "$OUT"/; fi
