@@ -1,9 +1,11 @@
 """``apply`` over many files: planning outputs, denoising each file, the --sigma protocol.
 
-For each input file (2D image, ``.mrcs`` stack section by section, or volume as a stack of
-sections) the denoised result is streamed into a memory-mapped output MRC with the input's
-voxel size and origin, then moved into place atomically; memory stays bounded by one batch
-of tiles plus the section(s) in flight, whatever the number or size of the files.
+For each input file (MRC, TIFF or PNG: 2D image, stack section by section, or volume as a
+stack of sections) the denoised result is streamed into a memory-mapped output file (MRC or
+TIFF; a PNG is one image, kept in memory) with the input's voxel size and origin, then moved
+into place atomically; memory stays bounded by one batch of tiles plus the section(s) in
+flight, whatever the number or size of the files. Outputs are in the input's format unless
+another is asked for (:attr:`ApplyOptions.format`).
 
 With ``sigma`` (the paper's protocol) each section is taken as the clean reference: it is
 scaled to [0, 255], Gaussian noise of that sigma is added (seeded by the seed, the file name
@@ -11,7 +13,8 @@ and the section, so sharding never changes it), the noisy image is written and d
 MAE/MSE/RMSE/PSNR/SSIM of the noisy and the denoised image against the reference are
 tabulated (``metrics.json``, ``metrics.csv``, ``metrics.md``).
 
-A file that cannot be read is reported and skipped; the others are still written.
+A file that cannot be read or written (bad file, full disk, ...) is reported and skipped;
+the others are still written.
 """
 
 import contextlib
@@ -25,11 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
-from cryoem_denoise import metrics, mrc
-from cryoem_denoise.atomic import check_output_path, write_text
+from cryoem_denoise import image_io, metrics, mrc
+from cryoem_denoise.atomic import check_output_path, describe_os_error, write_text
 from cryoem_denoise.denoise import to_units
 from cryoem_denoise.progress import progress_bar
-from cryoem_denoise.errors import ConfigError, CryoEMDenoiseError, OutputError
+from cryoem_denoise.errors import ConfigError, CryoEMDenoiseError, InputError, OutputError
 from cryoem_denoise.intensity import Affine, intensity_range
 
 METRICS_FILES = ("metrics.json", "metrics.csv", "metrics.md")
@@ -48,6 +51,10 @@ class ApplyOptions:
     overwrite: bool = False
     skip_existing: bool = False
     shard: tuple = (0, 1)
+    #: Output file format (``'mrc'``, ``'tiff'``, ``'png'``); ``None``: the input's.
+    format: str = None
+    #: Pixel size (Å) for outputs whose input has none or a placeholder (0 or 1.0 Å).
+    pixel_size: float = None
 
 
 @dataclass
@@ -69,6 +76,33 @@ class Report:
     rows: list = field(default_factory=list)    # metric rows (with --sigma)
     seconds: float = 0.0
     tiles: int = 0
+
+
+def check_inference_options(tile, overlap, batch_size):
+    """Raise :class:`ConfigError` for tile, overlap or batch values that cannot work."""
+    if tile is not None and tile < 8:
+        raise ConfigError(f"--tile must be at least 8 pixels, got {tile}")
+    if overlap is not None and tile is not None and not 0 <= overlap <= tile // 2:
+        raise ConfigError(f"--overlap must be between 0 and half the tile ({tile // 2}), "
+                          f"got {overlap}")
+    if batch_size is not None and batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
+
+
+def check_pixel_size(pixel_size):
+    """Raise :class:`ConfigError` unless ``pixel_size`` is ``None`` or a plausible Å value."""
+    if pixel_size is not None and not (np.isfinite(pixel_size) and 0 < pixel_size <= 1e4):
+        raise ConfigError(f"--pixel-size must be a positive size in Å, got {pixel_size:g}")
+
+
+def input_format(path):
+    """The format of an input file: from its first bytes, or its name if it cannot be read."""
+    try:
+        if mrc._compression(path) is None:
+            return image_io.sniff_format(path)
+        return "mrc"
+    except OSError:
+        return image_io.format_of_name(path)
 
 
 def parse_shard(text):
@@ -107,12 +141,14 @@ def plan_jobs(files, options):
     inputs = {Path(f).resolve() for f in files}
     jobs, seen = [], {}
     for f in files:
-        stem, ext = split_name(f)
-        outputs = {"denoised": out_dir / f"{stem}{options.suffix}{ext}"}
+        stem, _ = split_name(f)
+        fmt = options.format or input_format(f)
+        outputs = {"denoised": out_dir / image_io.output_name(stem, options.suffix, fmt, f)}
         if options.sigma is not None:
-            outputs["noisy"] = out_dir / f"{stem}_noisy{ext}"
+            outputs["noisy"] = out_dir / image_io.output_name(stem, "_noisy", fmt, f)
         if options.png:
-            outputs["png"] = out_dir / f"{stem}{options.suffix}.png"
+            if fmt != "png":  # a PNG output is its own preview
+                outputs["png"] = out_dir / f"{stem}{options.suffix}.png"
             outputs["compare"] = out_dir / f"{stem}_compare.png"
         for role, path in outputs.items():
             if path.resolve() in inputs:
@@ -133,7 +169,8 @@ def plan_jobs(files, options):
 
 
 def _noise_rng(seed, path, section):
-    return np.random.default_rng([seed, zlib.crc32(Path(path).name.encode()), section])
+    return np.random.default_rng([seed, zlib.crc32(Path(path).name.encode("utf-8", "surrogateescape")),
+                                  section])
 
 
 def apply_file(denoiser, intensity, job, options, progress=None):
@@ -150,18 +187,21 @@ def apply_file(denoiser, intensity, job, options, progress=None):
     """
     rows = []
     with contextlib.ExitStack() as stack:
-        sections, header = stack.enter_context(mrc.open_sections(job.source))
+        sections, header = stack.enter_context(image_io.open_sections(job.source))
+        header = header.with_pixel_size(options.pixel_size)
         n, ny, nx = header.shape
         shape = (ny, nx) if header.kind == "image" else (n, ny, nx)
-        common = dict(kind=header.kind, dtype=options.dtype, voxel_size=header.voxel_size,
-                      origin=header.origin, overwrite=options.overwrite or options.skip_existing,
-                      protected=[job.source])
-        out = stack.enter_context(mrc.create_mrc(
-            job.outputs["denoised"], shape, label=f"denoised from {job.source.name}", **common))
+        fmt = options.format or header.format
+        common = dict(kind=header.kind, dtype=image_io.default_output_dtype(header, fmt, options.dtype),
+                      voxel_size=header.voxel_size, origin=header.origin,
+                      overwrite=options.overwrite or options.skip_existing, protected=[job.source])
+        out = stack.enter_context(image_io.create_image(
+            job.outputs["denoised"], shape, fmt, label=f"denoised from {job.source.name}",
+            **common))
         out = out.reshape(n, ny, nx)
         if options.sigma is not None:
-            noisy_out = stack.enter_context(mrc.create_mrc(
-                job.outputs["noisy"], shape,
+            noisy_out = stack.enter_context(image_io.create_image(
+                job.outputs["noisy"], shape, fmt,
                 label=f"{job.source.name} + noise sigma {options.sigma:g}", **common))
             noisy_out = noisy_out.reshape(n, ny, nx)
         in_flight = {}
@@ -188,7 +228,7 @@ def apply_file(denoiser, intensity, job, options, progress=None):
 
         def target(k):
             # float32 outputs are stitched straight into the memory-mapped file
-            return out[k] if options.dtype == "float32" else np.empty((ny, nx), np.float32)
+            return out[k] if out.dtype == np.float32 else np.empty((ny, nx), np.float32)
 
         def finish(k, result):
             affine, clean, noisy = in_flight.pop(k)
@@ -199,7 +239,7 @@ def apply_file(denoiser, intensity, job, options, progress=None):
                         row[f"{name}_{m}"] = v
                 rows.append(row)
             to_units(result, affine)
-            if options.dtype != "float32":
+            if out.dtype != np.float32:
                 with np.errstate(over="ignore"):
                     out[k] = result
 
@@ -210,7 +250,7 @@ def apply_file(denoiser, intensity, job, options, progress=None):
 
 
 def _first_section(path):
-    with mrc.open_sections(path) as (sections, _):
+    with image_io.open_sections(path) as (sections, _):
         return np.array(sections[0], np.float32)
 
 
@@ -218,8 +258,9 @@ def _previews(job, options):
     from cryoem_denoise import figures
 
     denoised = _first_section(job.outputs["denoised"])
-    figures.save_panels(job.outputs["png"], [("denoised", denoised)], overwrite=True,
-                        protected=[job.source])
+    if "png" in job.outputs:
+        figures.save_panels(job.outputs["png"], [("denoised", denoised)], overwrite=True,
+                            protected=[job.source])
     panels = [("clean (input)" if options.sigma is not None else "input",
                _first_section(job.source))]
     if options.sigma is not None:
@@ -237,7 +278,7 @@ def run_jobs(denoiser, intensity, jobs, options, progress=False):
     total_tiles = 0
     for j in todo:
         try:
-            header = mrc.read_header(j.source)
+            header = image_io.read_header(j.source)
             total_tiles += header.n_sections * denoiser.count_tiles(header.section_shape)
         except CryoEMDenoiseError:
             pass
@@ -250,6 +291,11 @@ def run_jobs(denoiser, intensity, jobs, options, progress=False):
             report.done.append(job.source)
         except CryoEMDenoiseError as exc:
             report.failed.append((job.source, str(exc.with_path(job.source))))
+        except OSError as exc:  # not foreseen as one of ours, but still only this file's
+            where = exc.filename or job.source
+            report.failed.append((job.source, f"{where}: {describe_os_error(exc)}"))
+        except MemoryError:
+            report.failed.append((job.source, f"{job.source}: out of memory"))
     bar.close()
     report.seconds = time.perf_counter() - started
     report.tiles = total_tiles

@@ -217,3 +217,42 @@ def write_bytes(path, data, *, overwrite=False, protected=()):
 def write_text(path, text, *, overwrite=False, protected=()):
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     write_bytes(path, text.encode("utf-8"), overwrite=overwrite, protected=protected)
+
+
+@contextlib.contextmanager
+def output_folder(path):
+    """Create the folder ``path`` if needed, check that files can be made in it, and yield it.
+
+    If this call created the folder and it is still empty when the block ends (nothing
+    written, or the run failed before writing), it is removed again.
+
+    Raises
+    ------
+    OutputError
+        The folder cannot be created (a file of that name, no permission, read-only file
+        system) or files cannot be created in it.
+    """
+    path = Path(path)
+    created = not os.path.lexists(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise OutputError("exists and is not a folder", path) from None
+    except OSError as exc:
+        raise OutputError(f"cannot create the output folder ({describe_os_error(exc)})",
+                          path) from None
+    try:
+        with tempfile.TemporaryFile(dir=path, prefix=".cryoem-denoise-probe."):
+            pass
+    except OSError as exc:
+        if created:
+            with contextlib.suppress(OSError):
+                path.rmdir()
+        raise OutputError(f"output folder is not writable ({describe_os_error(exc)})",
+                          path) from None
+    try:
+        yield path
+    finally:
+        if created:
+            with contextlib.suppress(OSError):
+                path.rmdir()  # only succeeds if nothing was written

@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from cryoem_denoise import baselines, metrics, mrc
-from cryoem_denoise.atomic import write_text
-from cryoem_denoise.errors import ConfigError, InputError
+from cryoem_denoise import baselines, image_io, metrics, mrc
+from cryoem_denoise.atomic import describe_os_error, output_folder, write_text
+from cryoem_denoise.errors import ConfigError, CryoEMDenoiseError, InputError, OutputError
 from cryoem_denoise.intensity import to_unit255
 from cryoem_denoise.noise import SigmaSpec
 from cryoem_denoise.progress import progress_bar
@@ -74,30 +74,60 @@ def parse_list(text, kind=str):
         raise ConfigError(f"cannot read {text!r} as a comma-separated list") from None
 
 
-def load_clean_images(paths, cfg):
-    """``[(name, image on [0, 255])]`` from files; centre-cropped to ``cfg.crop``."""
-    images = []
+def load_clean_images(paths, cfg, on_error=None):
+    """``[(name, image on [0, 255])]`` from image files; centre-cropped to ``cfg.crop``.
+
+    A file that cannot be used is passed (as its :class:`InputError`) to ``on_error`` and
+    left out, so one bad file does not stop the others; without ``on_error``, or when no
+    file is usable, the (last) error is raised.
+    """
+    images, failures = [], []
     for path in paths:
-        sections, header = mrc.read_sections(path)
-        for i, sec in enumerate(sections):
-            sec = np.asarray(sec, np.float32)
-            if cfg.crop:
-                h, w = sec.shape
-                if min(h, w) < cfg.crop:
-                    raise InputError(f"image is {w}x{h}, smaller than --crop {cfg.crop}", path)
-                y, x = (h - cfg.crop) // 2, (w - cfg.crop) // 2
-                sec = sec[y:y + cfg.crop, x:x + cfg.crop]
-            try:
-                mrc.check_section(sec)
-                scaled, _ = to_unit255(sec, cfg.intensity)
-            except InputError as exc:
-                raise exc.with_path(path) from None
-            name = Path(path).name + (f"[{i}]" if len(sections) > 1 else "")
-            images.append((name, scaled))
-            if cfg.max_images and len(images) >= cfg.max_images:
-                return images
+        try:
+            found = _file_images(path, cfg, len(images))
+        except (CryoEMDenoiseError, MemoryError) as exc:
+            if isinstance(exc, MemoryError):
+                exc = InputError("too large to read into memory", path)
+            if on_error is None:
+                raise
+            failures.append(exc)
+            continue
+        images.extend(found)
+        if cfg.max_images and len(images) >= cfg.max_images:
+            images = images[:cfg.max_images]
+            break
+    if not images and failures:
+        for exc in failures[:-1]:
+            on_error(exc)
+        raise failures[-1]
+    for exc in failures:
+        on_error(exc)
     if not images:
         raise InputError("no images to evaluate on")
+    return images
+
+
+def _file_images(path, cfg, have):
+    """The scaled (and cropped) sections of one file, up to ``cfg.max_images - have``."""
+    images = []
+    sections, header = image_io.read_sections(path)
+    for i, sec in enumerate(sections):
+        sec = np.asarray(sec, np.float32)
+        if cfg.crop:
+            h, w = sec.shape
+            if min(h, w) < cfg.crop:
+                raise InputError(f"image is {w}x{h}, smaller than --crop {cfg.crop}", path)
+            y, x = (h - cfg.crop) // 2, (w - cfg.crop) // 2
+            sec = sec[y:y + cfg.crop, x:x + cfg.crop]
+        try:
+            mrc.check_section(sec)
+            scaled, _ = to_unit255(sec, cfg.intensity)
+        except InputError as exc:
+            raise exc.with_path(path) from None
+        name = Path(path).name + (f"[{i}]" if len(sections) > 1 else "")
+        images.append((name, scaled))
+        if cfg.max_images and have + len(images) >= cfg.max_images:
+            return images
     return images
 
 
@@ -144,17 +174,24 @@ def _model_id(model_dir):
     return hashlib.sha256(weights.read_bytes()).hexdigest()[:12] if weights.exists() else None
 
 
-def evaluate(clean_paths, out_dir, cfg, model_dir=None, progress=False):
+def evaluate(clean_paths, out_dir, cfg, model_dir=None, progress=False, on_error=None):
     """Run the comparison; return the results dict (also written to ``out_dir``).
+
+    ``on_error`` receives the :class:`InputError` of each input file that cannot be used
+    (the others are evaluated); see :func:`load_clean_images`.
 
     Raises
     ------
-    ConfigError, InputError
-        Unknown methods, bad sigmas, no images, or a GAN model that does not load — all
-        before any method runs.
+    ConfigError, InputError, OutputError
+        Unknown methods, bad sigmas, no images, a GAN model that does not load, or an
+        output folder that cannot be written — all before any method runs.
     """
     cfg.validate()
-    out_dir = Path(out_dir)
+    with output_folder(out_dir) as out_dir:
+        return _evaluate(clean_paths, out_dir, cfg, model_dir, progress, on_error)
+
+
+def _evaluate(clean_paths, out_dir, cfg, model_dir, progress, on_error):
     denoiser = None
     model_id = None
     if "gan" in cfg.methods:
@@ -164,13 +201,12 @@ def evaluate(clean_paths, out_dir, cfg, model_dir=None, progress=False):
 
         denoiser, fit_cfg = load_denoiser(model_dir, InferenceConfig())
         model_id = _model_id(model_dir)
-    images = load_clean_images(clean_paths, cfg)
+    images = load_clean_images(clean_paths, cfg, on_error)
     if len(images) < 2 and "gaussian" in cfg.methods:
         raise InputError("need at least 2 images (one chooses the Gaussian width)")
     val = [i for i in range(len(images)) if i % cfg.validation_every == 0] \
         if "gaussian" in cfg.methods else []
     test = [i for i in range(len(images)) if i not in val]
-    out_dir.mkdir(parents=True, exist_ok=True)
 
     widths, width_scores = {}, {}
     for sigma in cfg.sigmas:
@@ -182,8 +218,11 @@ def evaluate(clean_paths, out_dir, cfg, model_dir=None, progress=False):
     cells_path = out_dir / "cells.jsonl"
     done = {}
     if cells_path.exists():
-        for line in cells_path.read_text().splitlines():
-            rec = json.loads(line)
+        for line in cells_path.read_text(encoding="utf-8").splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:  # a line cut short by a killed run: that cell is redone
+                continue
             done[_record_key(rec)] = rec
 
     settings = {m: _settings_id(cfg, m) for m in cfg.methods}
@@ -201,8 +240,11 @@ def evaluate(clean_paths, out_dir, cfg, model_dir=None, progress=False):
         rec = {"image": images[i][0], "sigma": sigma, "method": method,
                "model": model_id if method == "gan" else None, "settings": settings[method],
                **scores}
-        with open(cells_path, "a") as fh:
-            fh.write(json.dumps(rec) + "\n")
+        try:
+            with open(cells_path, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(rec) + "\n")
+        except OSError as exc:
+            raise OutputError(describe_os_error(exc), cells_path) from None
         records.append(rec)
         bar.update(1)
 

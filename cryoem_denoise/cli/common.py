@@ -31,12 +31,17 @@ def warning_line(text):
     click.echo(f"cryoem-denoise: warning: {one_line(text)}", err=True)
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None,
-                  _default=warnings.showwarning):
-    if issubclass(category, InputWarning):
-        warning_line(message)
-    else:
-        _default(message, category, filename, lineno, file, line)
+def _warnings_as_lines(previous):
+    """A ``warnings.showwarning`` that prints :class:`InputWarning` as one line and hands
+    other warnings to ``previous``."""
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, InputWarning):
+            warning_line(message)
+        else:
+            previous(message, category, filename, lineno, file, line)
+
+    return show
 
 
 def usage_message(exc):
@@ -80,7 +85,7 @@ class _Group(click.Group):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("always", InputWarning)  # each is issued once per file
-                warnings.showwarning = _show_warning
+                warnings.showwarning = _warnings_as_lines(warnings.showwarning)
                 return super().invoke(ctx)
         except CryoEMDenoiseError as exc:
             if ctx.obj and ctx.obj.get("debug"):

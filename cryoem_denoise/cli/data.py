@@ -64,7 +64,7 @@ def _print_info(header, stats):
 
 
 @cli.command()
-@click.argument("files", nargs=-1, required=True, type=click.Path())
+@click.argument("files", nargs=-1, required=True, type=click.Path(readable=False))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per file.")
 def info(files, as_json):
     """Show shape, pixel type, voxel size and pixel statistics of image FILES, and check them.

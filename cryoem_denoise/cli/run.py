@@ -5,7 +5,31 @@ import sys
 import click
 
 from cryoem_denoise.cli.common import (cli, default_model_or, error_line, quiet_tensorflow,
-                                       warn_precision)
+                                       report_and_continue, warn_precision, warning_line)
+
+#: ``--format`` values: file formats, and the pixel types it meant before ``--dtype``.
+_FORMATS = ("mrc", "tiff", "tif", "png")
+_DTYPES = ("float32", "float16")
+
+
+def _format_and_dtype(fmt, dtype):
+    """Resolve ``--format``/``--dtype`` (``--format float16`` is the old spelling of
+    ``--dtype float16``: accepted, with a deprecation note)."""
+    from cryoem_denoise.errors import ConfigError
+
+    if fmt is not None:
+        fmt = fmt.lower()
+        if fmt in _DTYPES:
+            warning_line(f"--format {fmt} is deprecated for the pixel type: use --dtype {fmt} "
+                         "(--format now chooses the file format: mrc, tiff or png)")
+            if dtype is not None and dtype != fmt:
+                raise ConfigError(f"--format {fmt} and --dtype {dtype} disagree")
+            return None, fmt
+        if fmt not in _FORMATS:
+            raise ConfigError(f"--format must be one of mrc, tiff, png (or, deprecated, a pixel "
+                              f"type: float32, float16), got {fmt!r}")
+        fmt = "tiff" if fmt == "tif" else fmt
+    return fmt, dtype or "float32"
 
 
 # -- apply -------------------------------------------------------------------------------
@@ -20,8 +44,14 @@ from cryoem_denoise.cli.common import (cli, default_model_or, error_line, quiet_
                    "as the clean reference, denoise, and write noisy images and a metrics table.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the --sigma noise.")
 @click.option("--png", is_flag=True, help="Also write a PNG preview and a side-by-side figure.")
-@click.option("--format", "dtype", type=click.Choice(["float32", "float16"]), default="float32",
-              show_default=True, help="Output pixel type.")
+@click.option("--format", "fmt", metavar="mrc|tiff|png",
+              help="Output file format  [the input's]. (Formerly the pixel type: "
+                   "--format float16 still works and means --dtype float16.)")
+@click.option("--dtype", type=click.Choice(list(_DTYPES)),
+              help="Output pixel type (MRC and TIFF)  [float32]")
+@click.option("--pixel-size", type=float,
+              help="Pixel size in Å for inputs whose header has none or a placeholder "
+                   "(0 or 1.0); a real value in the header is kept.")
 @click.option("--suffix", default="_denoised", show_default=True,
               help="Appended to each input's name for its output.")
 @click.option("--tile", type=int, default=256, show_default=True,
@@ -37,39 +67,45 @@ from cryoem_denoise.cli.common import (cli, default_model_or, error_line, quiet_
 @click.option("--shard", default="0/1", show_default=True,
               help="K/N: process every N-th file starting at K (0-based; for job arrays).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def apply(inputs, model_dir, out_dir, sigma, seed, png, dtype, suffix, tile, overlap, batch_size,
-          precision, skip_existing, overwrite, shard, quiet):
-    """Denoise MRC INPUTS (files, folders, globs) with a trained model into --out.
+def apply(inputs, model_dir, out_dir, sigma, seed, png, fmt, dtype, pixel_size, suffix, tile,
+          overlap, batch_size, precision, skip_existing, overwrite, shard, quiet):
+    """Denoise image INPUTS (MRC, TIFF, PNG files, folders, globs) with a model into --out.
 
-    2D images, .mrcs stacks (section by section) and volumes (as sections) of any size are
-    tiled, denoised in batches, blended and written in the input's units with its voxel size.
+    2D images, stacks (section by section) and volumes (as sections) of any size are
+    tiled, denoised in batches, blended and written in the input's units with its voxel size,
+    in the input's file format unless --format says otherwise.
     A file that cannot be read is reported and skipped (exit status 2 at the end).
     """
     from pathlib import Path
 
     from cryoem_denoise import apply_files, mrc
+    from cryoem_denoise.atomic import output_folder
     from cryoem_denoise.denoise import InferenceConfig, load_denoiser
-    from cryoem_denoise.errors import ConfigError, OutputError
+    from cryoem_denoise.errors import ConfigError
     from cryoem_denoise.noise import SigmaSpec
 
     if sigma is not None:
         sigma = SigmaSpec.parse(sigma).low
+    fmt, dtype = _format_and_dtype(fmt, dtype)
+    apply_files.check_inference_options(tile, overlap, batch_size)
+    apply_files.check_pixel_size(pixel_size)
+    if "/" in suffix or "\0" in suffix:
+        raise ConfigError(f"--suffix must be a plain name part, got {suffix!r}")
     options = apply_files.ApplyOptions(
         out_dir=Path(out_dir), suffix=suffix, dtype=dtype, png=png, sigma=sigma, seed=seed,
-        overwrite=overwrite, skip_existing=skip_existing, shard=apply_files.parse_shard(shard))
+        overwrite=overwrite, skip_existing=skip_existing, shard=apply_files.parse_shard(shard),
+        format=fmt, pixel_size=pixel_size)
     if overwrite and skip_existing:
         raise ConfigError("choose one of --overwrite and --skip-existing")
     files = mrc.find_mrc_files(inputs)
-    try:
-        Path(out_dir).mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"cannot create the output folder ({exc.strerror})", out_dir) from None
-    jobs = apply_files.plan_jobs(files, options)
-    quiet_tensorflow()
-    warn_precision(precision)
-    denoiser, fit_cfg = load_denoiser(default_model_or(model_dir),
-                                      InferenceConfig(tile, overlap, batch_size, precision))
-    report = apply_files.run_jobs(denoiser, fit_cfg.data, jobs, options, progress=not quiet)
+    with output_folder(out_dir):
+        jobs = apply_files.plan_jobs(files, options)
+        quiet_tensorflow()
+        warn_precision(precision)
+        denoiser, fit_cfg = load_denoiser(default_model_or(model_dir),
+                                          InferenceConfig(tile, overlap, batch_size, precision))
+        report = apply_files.run_jobs(denoiser, fit_cfg.data, jobs, options,
+                                      progress=not quiet)
     for path, message in report.failed:
         error_line(message)
     rate = report.tiles / report.seconds if report.seconds else 0.0
@@ -104,6 +140,9 @@ def apply(inputs, model_dir, out_dir, sigma, seed, png, dtype, suffix, tile, ove
 def evaluate(inputs, model_dir, out_dir, sigmas, methods, seed, crop, max_images, jobs, quiet):
     """Compare the GAN with BM3D, K-SVD, Gaussian blur and the noisy input on clean INPUTS.
 
+    INPUTS are image files (MRC, TIFF, PNG), folders or globs; a file that cannot be used
+    is reported and left out (exit status 2 at the end).
+
     Writes results.json/.csv, table.md (the paper's Table 1 layout, per sigma), fig6_*.png
     and fig10.png into --out. Finished cells are kept in cells.jsonl: rerunning the same
     command resumes an interrupted run.
@@ -117,6 +156,15 @@ def evaluate(inputs, model_dir, out_dir, sigmas, methods, seed, crop, max_images
     if "gan" in cfg.methods:
         quiet_tensorflow()
         model_dir = default_model_or(model_dir)
-    results = ev.evaluate(files, out_dir, cfg, model_dir=model_dir, progress=not quiet)
+    failed = []
+
+    def bad_file(exc):  # reported, left out; the other files are still evaluated
+        failed.append(exc)
+        report_and_continue(exc)
+
+    results = ev.evaluate(files, out_dir, cfg, model_dir=model_dir, progress=not quiet,
+                          on_error=bad_file)
     click.echo(ev.markdown_table(results, cfg))
-    click.echo(f"results in {out_dir}")
+    click.echo(f"results in {out_dir}" + (f" ({len(failed)} file(s) left out)" if failed else ""))
+    if failed:
+        sys.exit(2)
