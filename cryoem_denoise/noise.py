@@ -4,13 +4,16 @@ One definition serves NumPy, TensorFlow and JAX: for each image a sigma is drawn
 the :class:`SigmaSpec` range (or fixed, for a single value), then ``v = sigma * N(0, 1)``
 per pixel, on the [0, 255] scale, and the result is not clipped (clipping would bias the
 noise at dark and bright pixels). :func:`sigma_from_uniform` is the shared step.
+
+For simulation, :func:`shot_noise` gives the noise real micrographs have instead: Poisson
+electron counts at a dose per pixel, optionally as two independent half-dose exposures.
 """
 
 from dataclasses import dataclass
 
 import numpy as np
 
-from cryoem_denoise.errors import ConfigError
+from cryoem_denoise.errors import ConfigError, InputError
 
 SIGMA_MAX = 255.0
 
@@ -130,3 +133,117 @@ def add_gaussian_noise_jax(images, spec, key):
     sigma = sigma_from_uniform(spec, u)
     noise = jax.random.normal(k_noise, images.shape, images.dtype)
     return images + sigma[:, None, None, None] * noise, sigma
+
+
+# -- shot noise (simulation) -----------------------------------------------------------------
+#: Default image contrast of :func:`expected_counts`: std / mean of the expected counts.
+DEFAULT_CONTRAST = 0.05
+
+
+def _check_dose(dose):
+    try:
+        dose = float(dose)
+    except (TypeError, ValueError):
+        raise ConfigError(f"dose must be a number of electrons per pixel, got {dose!r}") from None
+    if not (np.isfinite(dose) and dose > 0):
+        raise ConfigError(f"dose must be a positive number of electrons per pixel, got {dose:g}")
+    return dose
+
+
+def _check_contrast(contrast):
+    contrast = float(contrast)
+    if not (np.isfinite(contrast) and 0 <= contrast <= 1):
+        raise ConfigError(f"contrast must be in [0, 1], got {contrast:g}")
+    return contrast
+
+
+def expected_counts(clean, dose, contrast=DEFAULT_CONTRAST):
+    """Expected electron counts per pixel of a clean field (the Poisson means).
+
+    Each image (the last two axes) is standardized and put on a flat background of ``dose``
+    electrons per pixel with relative contrast ``contrast``::
+
+        lam = dose * (1 + contrast * (clean - mean(clean)) / std(clean))
+
+    clipped at 0 (which only bites beyond ``1 / contrast`` standard deviations). So the mean
+    count is ``dose`` and the contrast, std/mean of ``lam``, is ``contrast`` whatever the
+    clean field's scale. This is the weak-phase picture: a cryo-EM image is a uniform beam
+    modulated by a few per cent, and the clean fields of :mod:`cryoem_denoise.simulate` are
+    min-max stretched to [0, 255], so their absolute contrast has to be put back. A plain
+    ``dose * clean / mean(clean)`` would turn a stretched field's darkest pixels into zero
+    electrons, a contrast no micrograph has. The per-pixel SNR of one exposure is then
+    ``dose * contrast**2`` (signal variance ``(dose * contrast)**2`` over Poisson variance
+    ``dose``). A constant image gives ``dose`` everywhere.
+
+    Parameters
+    ----------
+    clean : array_like
+        One image ``(ny, nx)`` or a stack ``(..., ny, nx)``, any scale, finite.
+    dose : float
+        Mean electrons per pixel, > 0 (e/Å² times the pixel size in Å squared).
+    contrast : float
+        Relative standard deviation of the expected counts, in [0, 1].
+
+    Returns
+    -------
+    ndarray of float64
+        The expected counts, same shape as ``clean``.
+
+    Raises
+    ------
+    ConfigError
+        A dose that is not positive and finite, a contrast outside [0, 1].
+    InputError
+        A clean field that is not at least 2D or not finite.
+    """
+    dose, contrast = _check_dose(dose), _check_contrast(contrast)
+    clean = np.asarray(clean, dtype=np.float64)
+    if clean.ndim < 2:
+        raise InputError(f"a clean field must be an image or a stack, got shape {clean.shape}")
+    if not np.isfinite(clean).all():
+        raise InputError("the clean field has non-finite pixels")
+    mean = clean.mean(axis=(-2, -1), keepdims=True)
+    std = clean.std(axis=(-2, -1), keepdims=True)
+    z = np.divide(clean - mean, std, out=np.zeros_like(clean), where=std > 0)
+    return dose * np.clip(1.0 + contrast * z, 0.0, None)
+
+
+def shot_noise(clean, dose, rng, halves=False, contrast=DEFAULT_CONTRAST):
+    """Poisson electron counts of a clean field at ``dose`` electrons per pixel.
+
+    The counts are drawn from the expected counts of :func:`expected_counts`, independently
+    per pixel. With ``halves`` the exposure is split into two independent halves of half the
+    dose each, as the even and odd frames of a movie: their sum is a full-dose exposure, and
+    each is an unbiased, independently noisy view of the same signal (the Noise2Noise pair).
+
+    Parameters
+    ----------
+    clean : array_like
+        One image ``(ny, nx)`` or a stack ``(..., ny, nx)``, any scale (see
+        :func:`expected_counts` for the mapping).
+    dose : float
+        Mean electrons per pixel of the full exposure, > 0.
+    rng : numpy.random.Generator or int
+        Generator (or seed); the same seed gives the same counts.
+    halves : bool
+        Return two half-dose exposures instead of one.
+    contrast : float
+        Relative contrast of the expected counts, in [0, 1].
+
+    Returns
+    -------
+    ndarray of float32, or a tuple of two
+        Integer counts stored as float32 (the library's pixel type), shape of ``clean``.
+
+    Raises
+    ------
+    ConfigError
+        A dose that is not positive and finite, a contrast outside [0, 1].
+    InputError
+        A clean field that is not at least 2D or not finite.
+    """
+    lam = expected_counts(clean, dose, contrast)
+    rng = np.random.default_rng(rng)
+    if not halves:
+        return rng.poisson(lam).astype(np.float32)
+    return rng.poisson(lam / 2).astype(np.float32), rng.poisson(lam / 2).astype(np.float32)

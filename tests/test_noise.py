@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
 
-from cryoem_denoise.errors import ConfigError
-from cryoem_denoise.noise import SigmaSpec, add_gaussian_noise, add_gaussian_noise_tf
+from cryoem_denoise.errors import ConfigError, InputError
+from cryoem_denoise.noise import (SigmaSpec, add_gaussian_noise, add_gaussian_noise_tf,
+                                  expected_counts, shot_noise)
 
 
 @pytest.mark.parametrize("text,low,high", [("40", 40, 40), (25, 25, 25), ("10:80", 10, 80),
@@ -51,3 +52,85 @@ def test_tensorflow_noise_matches_the_numpy_definition():
     np.testing.assert_allclose(per_image_std, sigma, rtol=0.06)
     fixed, s = add_gaussian_noise_tf(clean[:2], 40, seed=(3, 4))
     np.testing.assert_allclose(s.numpy(), [40, 40])
+
+
+def _field(shape=(128, 128), seed=0):
+    """A smooth clean field on [0, 255] (blobs), like a min-max stretched simulated one."""
+    from scipy.ndimage import gaussian_filter
+
+    f = gaussian_filter(np.random.default_rng(seed).normal(size=shape), 4)
+    return ((f - f.min()) * (255 / (f.max() - f.min()))).astype(np.float32)
+
+
+def test_expected_counts_have_the_dose_as_mean_and_the_contrast_as_relative_std():
+    clean = _field()
+    lam = expected_counts(clean, 30, contrast=0.05)
+    assert lam.shape == clean.shape and lam.min() > 0
+    assert lam.mean() == pytest.approx(30, rel=1e-9)
+    assert lam.std() / lam.mean() == pytest.approx(0.05, rel=1e-6)
+    # any scale and offset of the clean field give the same counts; brighter stays brighter
+    np.testing.assert_allclose(expected_counts(3 * clean + 7, 30, contrast=0.05), lam)
+    assert np.corrcoef(lam.ravel(), clean.ravel())[0, 1] == pytest.approx(1)
+    # each image of a stack separately; a constant image is the flat beam
+    stack = np.stack([clean, 2 * clean, np.full_like(clean, 9)])
+    lams = expected_counts(stack, 30, contrast=0.05)
+    np.testing.assert_allclose(lams[1], lam)
+    np.testing.assert_allclose(lams[2], 30)
+
+
+def test_counts_are_poisson_around_the_expected_counts():
+    clean = _field()
+    lam = expected_counts(clean, 20)
+    counts = shot_noise(np.broadcast_to(clean, (64,) + clean.shape), 20, 3)
+    assert counts.dtype == np.float32 and counts.shape == (64,) + clean.shape
+    np.testing.assert_array_equal(counts, np.round(counts))  # whole electrons
+    # per pixel over 64 draws: mean and variance both equal the expected count (Poisson)
+    z = (counts.mean(axis=0) - lam) / np.sqrt(lam / 64)
+    assert abs(z.mean()) < 0.02 and z.std() == pytest.approx(1, abs=0.02)
+    ratio = counts.var(axis=0, ddof=1) / lam
+    assert ratio.mean() == pytest.approx(1, abs=0.01)
+    residual = counts - lam
+    assert residual.var() / lam.mean() == pytest.approx(1, abs=0.01)
+
+
+def test_halves_are_independent_half_doses_that_sum_to_a_full_exposure():
+    clean = _field((256, 256))
+    lam = expected_counts(clean, 40)
+    a, b = shot_noise(clean, 40, 11, halves=True)
+    assert a.mean() == pytest.approx(20, rel=0.01) and b.mean() == pytest.approx(20, rel=0.01)
+    na, nb = a - lam / 2, b - lam / 2
+    assert abs(np.corrcoef(na.ravel(), nb.ravel())[0, 1]) < 0.01  # 65536 px: sd ~0.004
+    assert na.var() == pytest.approx(20, rel=0.02) and nb.var() == pytest.approx(20, rel=0.02)
+    total = a + b
+    assert (total - lam).var() == pytest.approx(40, rel=0.02)
+    # the signal is shared: the halves correlate through it (at half dose, SNR 0.05)
+    assert np.corrcoef(a.ravel(), b.ravel())[0, 1] == pytest.approx(0.05 / 1.05, abs=0.015)
+
+
+def test_shot_noise_is_seeded():
+    clean = _field((32, 32))
+    np.testing.assert_array_equal(shot_noise(clean, 5, 1), shot_noise(clean, 5, 1))
+    assert not np.array_equal(shot_noise(clean, 5, 1), shot_noise(clean, 5, 2))
+    h1, h2 = shot_noise(clean, 5, np.random.default_rng(4), halves=True)
+    g1, g2 = shot_noise(clean, 5, np.random.default_rng(4), halves=True)
+    np.testing.assert_array_equal(h1, g1)
+    np.testing.assert_array_equal(h2, g2)
+    assert not np.array_equal(h1, h2)
+
+
+@pytest.mark.parametrize("dose", [0, -1, float("nan"), float("inf"), "a"])
+def test_bad_dose_is_one_config_error(dose):
+    with pytest.raises(ConfigError, match="dose must be") as info:
+        shot_noise(_field((16, 16)), dose, 0)
+    assert "\n" not in str(info.value)
+
+
+def test_bad_contrast_and_fields():
+    with pytest.raises(ConfigError, match="contrast"):
+        shot_noise(_field((16, 16)), 5, 0, contrast=1.5)
+    with pytest.raises(InputError, match="image or a stack"):
+        shot_noise(np.ones(16), 5, 0)
+    bad = _field((16, 16))
+    bad[3, 3] = np.nan
+    with pytest.raises(InputError, match="non-finite"):
+        shot_noise(bad, 5, 0)
