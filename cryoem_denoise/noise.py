@@ -140,7 +140,8 @@ def add_gaussian_noise_jax(images, spec, key):
 DEFAULT_CONTRAST = 0.05
 
 
-def _check_dose(dose):
+def check_dose(dose):
+    """``dose`` as a float; :class:`ConfigError` unless it is positive and finite."""
     try:
         dose = float(dose)
     except (TypeError, ValueError):
@@ -150,7 +151,8 @@ def _check_dose(dose):
     return dose
 
 
-def _check_contrast(contrast):
+def check_contrast(contrast):
+    """``contrast`` as a float; :class:`ConfigError` unless it is in [0, 1]."""
     contrast = float(contrast)
     if not (np.isfinite(contrast) and 0 <= contrast <= 1):
         raise ConfigError(f"contrast must be in [0, 1], got {contrast:g}")
@@ -196,7 +198,7 @@ def expected_counts(clean, dose, contrast=DEFAULT_CONTRAST):
     InputError
         A clean field that is not at least 2D or not finite.
     """
-    dose, contrast = _check_dose(dose), _check_contrast(contrast)
+    dose, contrast = check_dose(dose), check_contrast(contrast)
     clean = np.asarray(clean, dtype=np.float64)
     if clean.ndim < 2:
         raise InputError(f"a clean field must be an image or a stack, got shape {clean.shape}")

@@ -7,7 +7,10 @@ by bilinear splatting onto the pixel grid and blurred to the atoms' size. Partic
 placed at random, non-overlapping positions on a smooth low-frequency "ice" background, the
 field is filtered by the contrast transfer function (CTF) of a microscope with a defocus drawn
 from a range (optionally astigmatic) and a B-factor envelope, and scaled to [0, 255]. These
-noise-free fields are the clean targets ``fit`` trains on.
+noise-free fields are the clean targets ``fit`` trains on. :func:`simulate_to_file` can also
+write them with shot noise (Poisson electron counts at a dose, one exposure or two
+independent halves; :func:`cryoem_denoise.noise.shot_noise`), realistic noisy data with a
+known truth.
 
 CTF (weak-phase approximation; Δf > 0 is underfocus, k in 1/Å)::
 
@@ -251,20 +254,112 @@ def _cache_key(path, cfg, seed):
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def simulate_to_file(source, out, n, cfg, seed=0, *, overwrite=False, progress=False):
-    """Simulate ``n`` fields of ``source`` into an MRC stack at ``out``."""
-    from cryoem_denoise import mrc
+def shot_noise_paths(out, halves=False):
+    """Where :func:`simulate_to_file` writes the noisy stacks beside the clean ``out``.
+
+    ``NAME_noisy.mrcs`` for one exposure, ``NAME_half1.mrcs`` and ``NAME_half2.mrcs`` for
+    a half pair (same folder and suffix as ``out``).
+    """
+    out = Path(out)
+    tags = ("half1", "half2") if halves else ("noisy",)
+    return [out.with_name(f"{out.stem}_{tag}{out.suffix}") for tag in tags]
+
+
+def _noise_rng(seed, index):
+    """The shot-noise generator of field ``index``: independent of the field's own draws."""
+    return np.random.default_rng([seed, index, 1])
+
+
+def simulate_to_file(source, out, n, cfg, seed=0, *, dose=None, halves=False, contrast=None,
+                     overwrite=False, progress=False):
+    """Simulate ``n`` fields of ``source`` into an MRC stack at ``out``.
+
+    With ``dose``, the same fields are also written with shot noise
+    (:func:`cryoem_denoise.noise.shot_noise`, electron counts) to the stacks named by
+    :func:`shot_noise_paths`: one full exposure, or with ``halves`` two independent
+    half-dose exposures. The clean stack, on [0, 255], is their known truth. Every output
+    is checked before any work and written atomically; the labels record source, seed and
+    dose. The same seed gives the same files.
+
+    Parameters
+    ----------
+    source : path-like
+        Atomic model or density map (:func:`load_structure`).
+    out : path-like
+        The clean stack.
+    n : int
+        Fields to simulate.
+    cfg : SimulationConfig
+    seed : int
+    dose : float, optional
+        Electrons per pixel of the full exposure (mean over a field), > 0.
+    halves : bool
+        Write two half-dose stacks instead of one noisy stack (needs ``dose``).
+    contrast : float, optional
+        Relative contrast of the expected counts (default
+        :data:`cryoem_denoise.noise.DEFAULT_CONTRAST`).
+    overwrite : bool
+        Replace existing outputs.
+    progress : bool
+
+    Returns
+    -------
+    Path
+        The clean stack ``out`` (the noisy ones are at :func:`shot_noise_paths`).
+
+    Raises
+    ------
+    ConfigError
+        Bad settings, a dose that is not positive and finite, ``halves`` without a dose.
+    OutputError
+        An output exists (without ``overwrite``) or cannot be written.
+    InputError
+        The source cannot be read.
+    """
+    import contextlib
+
+    from cryoem_denoise import mrc, noise
+    from cryoem_denoise.atomic import check_output_path
     from cryoem_denoise.progress import progress_bar
 
+    contrast = noise.DEFAULT_CONTRAST if contrast is None else contrast
+    paths = {"clean": Path(out)}
+    if dose is not None:
+        dose = noise.check_dose(dose)
+        noise.check_contrast(contrast)
+        tags = ("half1", "half2") if halves else ("noisy",)
+        paths.update(zip(tags, shot_noise_paths(out, halves)))
+    elif halves:
+        raise ConfigError("half pairs need a dose (--dose)")
+    for path in paths.values():
+        check_output_path(path, overwrite=overwrite)
     sim = Simulator(load_structure(source, cfg.map_threshold), cfg)
-    with progress_bar(n, f"simulate {Path(source).name}", "field", progress) as bar:
-        with mrc.create_mrc(out, (n, cfg.field, cfg.field), kind="stack",
-                            voxel_size=(cfg.pixel_size,) * 3, overwrite=overwrite,
-                            label=f"simulated from {Path(source).name}, seed {seed}") as data:
-            for i in range(n):
-                data[i], _ = sim.field(np.random.default_rng([seed, i]))
-                bar.update(1)
+    name = Path(source).name
+    with contextlib.ExitStack() as stack, \
+            progress_bar(n, f"simulate {name}", "field", progress) as bar:
+        data = {tag: stack.enter_context(mrc.create_mrc(
+            path, (n, cfg.field, cfg.field), kind="stack", voxel_size=(cfg.pixel_size,) * 3,
+            overwrite=overwrite, label=_label(name, seed, tag, dose, contrast)))
+            for tag, path in paths.items()}
+        for i in range(n):
+            clean, _ = sim.field(np.random.default_rng([seed, i]))
+            data["clean"][i] = clean
+            if dose is not None:
+                counts = noise.shot_noise(clean, dose, _noise_rng(seed, i), halves, contrast)
+                for tag, image in zip(list(paths)[1:], counts if halves else (counts,)):
+                    data[tag][i] = image
+            bar.update(1)
     return Path(out)
+
+
+def _label(source_name, seed, tag, dose, contrast):
+    """An MRC header label saying what a stack holds (the dose first: labels end at 80
+    characters)."""
+    origin = f"simulated from {source_name}, seed {seed}"
+    if tag == "clean":
+        return origin
+    part = {"noisy": "", "half1": " half 1 of 2", "half2": " half 2 of 2"}[tag]
+    return f"shot noise {dose:g} e/px{part}, contrast {contrast:g}, {origin}"
 
 
 def cached_fields(source, cfg, seed=0, cache=None, progress=False):

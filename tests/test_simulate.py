@@ -1,8 +1,9 @@
+import mrcfile
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from cryoem_denoise import mrc, simulate
+from cryoem_denoise import mrc, noise, simulate
 from cryoem_denoise.cli import cli
 from cryoem_denoise.config import SimulationConfig
 from cryoem_denoise.errors import ConfigError, InputError
@@ -141,3 +142,74 @@ def test_fit_trains_on_simulated_fields(blob_map, tmp_path, monkeypatch):
     (stack,) = meta["data"]["inputs"]["clean"]
     assert "simulated" in stack and stack.endswith(".mrcs")
     assert model_store.load_config(out).simulation.fields == 12
+
+
+def _sim_args(path, out, *extra):
+    return ["simulate", str(path), "--out", str(out), "--n", "2", "--pixel-size", "1",
+            "--field", "48", "--particles", "2", "--threshold", "0", "-q", *extra]
+
+
+def test_simulate_with_dose_writes_the_truth_and_independent_halves(blob_map, tmp_path):
+    path, _ = blob_map
+    out = tmp_path / "f.mrcs"
+    result = CliRunner().invoke(cli, _sim_args(path, out, "--dose", "50", "--halves", "--png"))
+    assert result.exit_code == 0, result.output
+    half1, half2 = tmp_path / "f_half1.mrcs", tmp_path / "f_half2.mrcs"
+    assert simulate.shot_noise_paths(out, halves=True) == [half1, half2]
+    assert "f_half1.mrcs" in result.output and (tmp_path / "f.png").exists()
+    clean, _ = mrc.read_sections(out)
+    a, header = mrc.read_sections(half1)
+    b, _ = mrc.read_sections(half2)
+    assert a.shape == b.shape == clean.shape == (2, 48, 48) and header.voxel_size[0] == 1.0
+    np.testing.assert_array_equal(a, np.round(a))
+    assert a.mean() == pytest.approx(25, rel=0.03) and b.mean() == pytest.approx(25, rel=0.03)
+    lam = np.stack([noise.expected_counts(c, 50) for c in clean]) / 2
+    na, nb = (a - lam).ravel(), (b - lam).ravel()
+    assert abs(np.corrcoef(na, nb)[0, 1]) < 0.06  # 4608 px: sd ~0.015
+    assert na.var() == pytest.approx(25, rel=0.1)
+    assert not (tmp_path / "f_noisy.mrcs").exists()
+    with mrcfile.open(half2, permissive=True) as f:
+        labels = [f.header.label[i].decode() for i in range(int(f.header.nlabl))]
+    assert any("shot noise 50 e/px half 2 of 2" in t for t in labels)
+    # the same seed gives the same files; the clean stack is the one simulate always wrote
+    again = tmp_path / "g.mrcs"
+    assert CliRunner().invoke(cli, _sim_args(path, again, "--dose", "50", "--halves")).exit_code == 0
+    np.testing.assert_array_equal(mrc.read_sections(tmp_path / "g_half2.mrcs")[0], b)
+    plain = tmp_path / "p.mrcs"
+    assert CliRunner().invoke(cli, _sim_args(path, plain)).exit_code == 0
+    np.testing.assert_array_equal(mrc.read_sections(plain)[0], clean)
+
+
+def test_simulate_with_dose_alone_writes_one_noisy_stack(blob_map, tmp_path):
+    path, _ = blob_map
+    cfg = SimulationConfig(pixel_size=1.0, field=48, particles=2, map_threshold=0.0)
+    out = tmp_path / "f.mrcs"
+    assert simulate.simulate_to_file(path, out, 2, cfg, seed=3, dose=8) == out
+    noisy, _ = mrc.read_sections(tmp_path / "f_noisy.mrcs")
+    clean, _ = mrc.read_sections(out)
+    assert noisy.shape == clean.shape and noisy.mean() == pytest.approx(8, rel=0.05)
+    lam = np.stack([noise.expected_counts(c, 8) for c in clean])
+    assert (noisy - lam).var() / lam.mean() == pytest.approx(1, abs=0.1)  # Poisson
+    assert not (tmp_path / "f_half1.mrcs").exists()
+
+
+def test_simulate_dose_refusals(blob_map, tmp_path):
+    path, _ = blob_map
+    out = tmp_path / "f.mrcs"
+    for dose in ("0", "-5", "nan"):
+        bad = CliRunner().invoke(cli, _sim_args(path, out, "--dose", dose))
+        assert bad.exit_code == 2 and "dose must be" in bad.output
+        assert len(bad.output.strip().splitlines()) == 1
+    bad = CliRunner().invoke(cli, _sim_args(path, out, "--halves"))
+    assert bad.exit_code == 2 and "--dose" in bad.output
+    assert list(tmp_path.iterdir()) == [path]  # nothing written
+    # an existing half refuses the whole run before any work, and --overwrite replaces
+    (tmp_path / "f_half2.mrcs").write_bytes(b"keep")
+    bad = CliRunner().invoke(cli, _sim_args(path, out, "--dose", "10", "--halves"))
+    assert bad.exit_code == 2 and "f_half2.mrcs" in bad.output and "already exists" in bad.output
+    assert not out.exists() and not (tmp_path / "f_half1.mrcs").exists()
+    assert (tmp_path / "f_half2.mrcs").read_bytes() == b"keep"
+    ok = CliRunner().invoke(cli, _sim_args(path, out, "--dose", "10", "--halves", "--overwrite"))
+    assert ok.exit_code == 0, ok.output
+    assert mrc.read_sections(tmp_path / "f_half2.mrcs")[0].shape == (2, 48, 48)
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".part")]

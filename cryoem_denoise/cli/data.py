@@ -136,16 +136,28 @@ def fetch(names, list_only, cache):
 @click.option("--b-factor", type=float, default=50.0, show_default=True, help="Envelope, Å².")
 @click.option("--ice", type=float, default=0.3, show_default=True, help="Background strength.")
 @click.option("--threshold", type=float, help="Density maps: voxels above this value.")
+@click.option("--dose", type=float,
+              help="Also write the fields with shot noise: Poisson electron counts at this mean "
+                   "dose, electrons per pixel (e/Å² times the pixel size squared), to "
+                   "NAME_noisy.mrcs.")
+@click.option("--halves", is_flag=True,
+              help="With --dose: two independent half-dose exposures, NAME_half1.mrcs and "
+                   "NAME_half2.mrcs (even/odd frame sums), instead of NAME_noisy.mrcs.")
+@click.option("--contrast", type=float, default=0.05, show_default=True,
+              help="With --dose: relative contrast (std/mean) of the expected counts; the "
+                   "per-pixel SNR is dose x contrast².")
 @click.option("--png", is_flag=True, help="Also write a PNG of the first fields.")
 @click.option("--overwrite", is_flag=True)
 @click.option("--quiet", "-q", is_flag=True)
 def simulate(source, out, n_fields, seed, pixel_size, field, particles, voltage, cs,
-             amplitude_contrast, defocus, astigmatism, b_factor, ice, threshold, png, overwrite,
-             quiet):
+             amplitude_contrast, defocus, astigmatism, b_factor, ice, threshold, dose, halves,
+             contrast, png, overwrite, quiet):
     """Simulate clean cryo-EM fields from SOURCE (PDB/mmCIF model or MRC density map).
 
     Random orientations, non-overlapping particles on a smooth ice background, the CTF of
-    the given microscope, scaled to [0, 255]; reproducible with --seed.
+    the given microscope, scaled to [0, 255]; reproducible with --seed. With --dose the same
+    fields are also written as electron counts with shot noise (one exposure, or with
+    --halves two independent halves); the clean stack is their known truth.
     """
     import time
     from pathlib import Path
@@ -166,17 +178,28 @@ def simulate(source, out, n_fields, seed, pixel_size, field, particles, voltage,
                            ice=ice, map_threshold=threshold, fields=n_fields).validate()
     if n_fields < 1:
         raise click.BadParameter("must be at least 1", param_hint="--n")
+    if halves and dose is None:
+        raise click.BadParameter("needs --dose", param_hint="--halves")
     started = time.perf_counter()
-    path = sim.simulate_to_file(source, out, n_fields, cfg, seed, overwrite=overwrite,
-                                progress=not quiet)
+    path = sim.simulate_to_file(source, out, n_fields, cfg, seed, dose=dose, halves=halves,
+                                contrast=contrast, overwrite=overwrite, progress=not quiet)
     seconds = time.perf_counter() - started
     click.echo(f"{n_fields} field(s) of {field}x{field} px written to {path} "
                f"({n_fields / seconds:.1f} fields/s)")
+    if dose is not None:
+        noisy = ", ".join(str(p) for p in sim.shot_noise_paths(out, halves))
+        what = f"two halves of {dose / 2:g} e/px each" if halves else f"{dose:g} e/px"
+        click.echo(f"shot noise ({what}, contrast {contrast:g}): {noisy}")
     if png:
         from cryoem_denoise import figures, mrc
 
         with mrc.open_sections(path) as (fields, _):
             panels = [(f"field {i}", np.asarray(fields[i])) for i in range(min(3, n_fields))]
-            png_path = Path(out).with_suffix(".png")
-            figures.save_panels(png_path, panels, overwrite=overwrite, shared_contrast=False)
+        if dose is not None:  # the first field, clean and with its shot noise
+            panels = panels[:1]
+            for noisy_path in sim.shot_noise_paths(out, halves):
+                with mrc.open_sections(noisy_path) as (noisy, _):
+                    panels.append((noisy_path.stem, np.asarray(noisy[0])))
+        png_path = Path(out).with_suffix(".png")
+        figures.save_panels(png_path, panels, overwrite=overwrite, shared_contrast=False)
         click.echo(f"preview: {png_path}")
