@@ -174,12 +174,14 @@ def _tiff_header(path):
             if not series:
                 raise InputError("TIFF file holds no images", path)
             first = series[0]
-            if len(series) > 1:
+            if len({(tuple(s.shape), s.axes, s.dtype) for s in series}) > 1:
                 shapes = sorted({tuple(s.shape) for s in series})
                 raise InputError(f"TIFF holds {len(series)} images of different sizes or types "
                                  f"({', '.join('x'.join(map(str, s)) for s in shapes[:3])}); "
                                  "one stack of equal pages is needed", path)
             axes, shape, dtype = first.axes, tuple(first.shape), first.dtype
+            if len(series) > 1:  # pages written one by one: a stack of equal series
+                shape, axes = (len(series),) + shape, "Q" + axes
             last = tif.pages[len(tif.pages) - 1]
             ends = [o + c for o, c in zip(last.dataoffsets, last.databytecounts)]
             meta = _tiff_metadata(tif)
@@ -305,13 +307,19 @@ def open_sections(path):
 def _tiff_data(path):
     import tifffile
 
-    try:
-        return tifffile.memmap(path, mode="r")
-    except (ValueError, OSError):  # compressed or not contiguous: read it
-        pass
+    with tifffile.TiffFile(path) as tif:
+        several = len(tif.series) > 1
+    if not several:
+        try:
+            return tifffile.memmap(path, mode="r")
+        except (ValueError, OSError):  # compressed or not contiguous: read it
+            pass
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return tifffile.imread(path, series=0)
+        with tifffile.TiffFile(path) as tif:
+            if len(tif.series) == 1:
+                return tif.series[0].asarray()
+            return np.stack([s.asarray() for s in tif.series])
 
 
 def _png_data(path):

@@ -186,3 +186,93 @@ def test_shipped_default_model_is_used_without_model(inputs, tmp_path):
     # a trained denoiser: clearly better than the noisy input at sigma 40
     assert row["denoised_psnr"] > row["noisy_psnr"] + 3, row
     assert row["denoised_ssim"] > row["noisy_ssim"], row
+
+
+# -- file formats, pixel sizes, the old --format spelling ---------------------------------------
+def _tiffs(folder):
+    import tifffile
+
+    rng = np.random.default_rng(7)
+    from scipy.ndimage import gaussian_filter
+
+    stack = (gaussian_filter(rng.normal(0, 1, (3, 70, 90)), (0, 3, 3)) * 3000 + 20000)
+    single = stack[0] / 200
+    tifffile.imwrite(folder / "movie_sum.tif", single.astype(np.uint8))
+    tifffile.imwrite(folder / "stack.tiff", stack.astype(np.uint16), photometric="minisblack")
+    return folder / "movie_sum.tif", folder / "stack.tiff"
+
+
+def test_tiff_inputs_give_tiff_outputs_or_the_format_asked(tiny_model, tmp_path):
+    from cryoem_denoise import image_io
+
+    folder = tmp_path / "tiffs"
+    folder.mkdir()
+    single, stack = _tiffs(folder)
+    out = tmp_path / "o"
+    result = _apply(tiny_model, out, folder, "--png")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == [
+        "movie_sum_compare.png", "movie_sum_denoised.png", "movie_sum_denoised.tif",
+        "stack_compare.png", "stack_denoised.png", "stack_denoised.tiff"]
+    data, header = image_io.read_sections(out / "stack_denoised.tiff")
+    assert header.format == "tiff" and header.kind == "stack" and header.shape == (3, 70, 90)
+    assert header.dtype == "float32" and 15000 < data.mean() < 25000  # the input's units
+    for fmt, name in (("mrc", "stack_denoised.mrc"), ("tiff", "stack_denoised.tiff")):
+        result = _apply(tiny_model, tmp_path / fmt, stack, "--format", fmt, "--dtype", "float16",
+                        "--pixel-size", "1.06")
+        assert result.exit_code == 0, result.output
+        header = image_io.read_header(tmp_path / fmt / name)
+        assert header.format == fmt and header.dtype == "float16"
+        assert header.pixel_size == pytest.approx(1.06, abs=1e-4)
+    result = _apply(tiny_model, tmp_path / "png", single, "--format", "png")
+    assert result.exit_code == 0, result.output
+    data, header = image_io.read_sections(tmp_path / "png" / "movie_sum_denoised.png")
+    assert header.dtype == "uint8" and header.shape == (1, 70, 90)  # the input's 8 bits
+
+
+def test_pixel_size_fills_placeholders_only(tiny_model, tmp_path, make_mrc, clean_mrc):
+    placeholder = clean_mrc("p.mrc", (64, 64))
+    with mrc.mrcfile.open(placeholder, "r+") as m:
+        m.voxel_size = 1.0
+    real = make_mrc(mrc.read_sections(placeholder)[0][0], "real.mrc", voxel_size=0.83)
+    out = tmp_path / "o"
+    assert _apply(tiny_model, out, placeholder, real, "--pixel-size", "1.34").exit_code == 0
+    assert mrc.read_header(out / "p_denoised.mrc").pixel_size == pytest.approx(1.34, abs=1e-4)
+    assert mrc.read_header(out / "real_denoised.mrc").pixel_size == pytest.approx(0.83, abs=1e-4)
+
+
+def test_old_format_spelling_still_works_with_a_note(tiny_model, inputs, tmp_path):
+    folder, image, *_ = inputs
+    result = _apply(tiny_model, tmp_path / "o", image, "--format", "float16")
+    assert result.exit_code == 0
+    assert result.stderr.count("\n") == 1 and "--format float16 is deprecated" in result.stderr
+    assert "use --dtype float16" in result.stderr
+    assert mrc.read_header(tmp_path / "o" / "micrograph_denoised.mrc").mode == 12
+
+
+def test_header_other_programs_write_is_denoised(tiny_model, clean_mrc, tmp_path):
+    """A RELION-3.1-style stack: no 'MAP ' id, stamp or version; one warning, then work."""
+    src = clean_mrc("particles.mrcs", (3, 64, 64), stack=True)
+    raw = bytearray(src.read_bytes())
+    raw[208:216] = b"\0" * 8
+    raw[108:112] = b"\0" * 4
+    old = tmp_path / "old.mrcs"
+    old.write_bytes(bytes(raw))
+    result = _apply(tiny_model, tmp_path / "o", old)
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(warnings) == 1 and warnings[0].startswith("cryoem-denoise: warning: ")
+    assert "lacks the 'MAP ' id" in warnings[0]
+    assert mrc.read_header(tmp_path / "o" / "old_denoised.mrcs").shape == (3, 64, 64)
+
+
+def test_stale_part_files_of_a_killed_run_are_removed(tiny_model, inputs, tmp_path):
+    folder, image, *_ = inputs
+    out = tmp_path / "o"
+    out.mkdir()
+    stale = out / ".micrograph_denoised.mrc.k1ll3d00.part"
+    stale.write_bytes(b"\0" * 4096)
+    other = out / ".unrelated.mrc.abcdefgh.part"
+    other.write_bytes(b"\0")
+    assert _apply(tiny_model, out, image).exit_code == 0
+    assert not stale.exists() and other.exists()

@@ -161,3 +161,160 @@ def test_interrupted_streaming_write_leaves_nothing(tmp_path):
         data[:] = np.arange(3, dtype=np.float32)[:, None, None]
     sections, header = mrc.read_sections(out)
     assert header.kind == "stack" and header.voxel_size[0] == 2.0 and sections[2, 0, 0] == 2
+
+
+# -- headers as other programs write them ----------------------------------------------------
+def _old_style(raw, stamp=b"\0\0\0\0"):
+    """No 'MAP ' id and no version (as RELION 3.1 and older writers leave them)."""
+    raw = bytearray(raw)
+    raw[208:212] = b"\0" * 4
+    raw[212:216] = stamp
+    raw[108:112] = b"\0" * 4
+    return bytes(raw)
+
+
+def test_header_without_map_id_stamp_version_is_read_with_one_warning(make_mrc, tmp_path):
+    data = np.random.default_rng(4).random((5, 24, 24)).astype(np.float32)
+    src = make_mrc(data, "relion.mrcs", stack=True, voxel_size=1.1)
+    old = tmp_path / "old.mrcs"
+    old.write_bytes(_old_style(src.read_bytes()))
+    with pytest.warns(mrc.InputWarning) as record:
+        sections, header = mrc.read_sections(old)
+    messages = [str(w.message) for w in record if issubclass(w.category, mrc.InputWarning)]
+    assert len(messages) == 1 and "lacks the 'MAP ' id, a machine stamp and a version" in messages[0]
+    assert "dimensions, mode and file size agree" in messages[0] and str(old) in messages[0]
+    assert header.permissive and header.shape == (5, 24, 24) and header.kind == "stack"
+    assert header.voxel_size[0] == pytest.approx(1.1, abs=1e-6)
+    np.testing.assert_array_equal(sections, data)
+    import warnings
+
+    with warnings.catch_warnings():  # once per file and process, not on every read
+        warnings.simplefilter("error", mrc.InputWarning)
+        mrc.read_header(old)
+
+
+def test_wrong_byte_order_stamp_is_named_and_read(make_mrc, tmp_path):
+    data = np.arange(16 * 16, dtype=np.float32).reshape(16, 16)
+    src = make_mrc(data)
+    raw = bytearray(src.read_bytes())
+    raw[212:216] = bytes([0x11, 0x11, 0, 0])  # big-endian stamp on little-endian data
+    path = tmp_path / "stamp.mrc"
+    path.write_bytes(bytes(raw))
+    with pytest.warns(mrc.InputWarning, match="machine stamp says big-endian, the file is "
+                                              "little-endian"):
+        sections, header = mrc.read_sections(path)
+    assert header.mode == 2
+    np.testing.assert_array_equal(sections[0], data)
+
+
+def test_old_header_whose_size_disagrees_is_refused_with_the_reason(make_mrc, tmp_path):
+    src = make_mrc(np.ones((16, 16), np.float32))
+    short = tmp_path / "short.mrc"
+    short.write_bytes(_old_style(src.read_bytes())[:-100])
+    with pytest.raises(InputError, match="no 'MAP ' id.*truncated: 1,948 bytes, the header "
+                                         "promises 2,048 \\(16x16x1 float32"):
+        mrc.read_header(short)
+    junk = tmp_path / "junk.mrc"
+    junk.write_bytes(b"\xff" * 3000)
+    with pytest.raises(InputError, match="not an MRC file \\(no 'MAP ' id, and no byte order"):
+        mrc.read_header(junk)
+
+
+def test_big_endian_file_reads(tmp_path):
+    data = np.arange(12 * 10, dtype=np.float32).reshape(10, 12)
+    path = tmp_path / "be.mrc"
+    with mrcfile.new(path) as m:
+        m.set_data(data.astype(">f4"))
+    sections, header = mrc.read_sections(path)
+    assert not header.permissive
+    np.testing.assert_array_equal(sections[0], data)
+
+
+def test_labels_are_ascii(tmp_path):
+    assert mrc.ascii_label("denoised from Ångström_é.mrc") == "denoised from Angstrom_e.mrc"
+    assert mrc.ascii_label("données μ 日本") == "donnees ? ??"
+    out = tmp_path / "é.mrc"
+    mrc.write_mrc(out, np.ones((16, 16), np.float32), label="from Ångström_日本.mrc")
+    assert mrc.read_header(out).shape == (1, 16, 16)
+
+
+def test_placeholder_pixel_size(make_mrc):
+    header = mrc.read_header(make_mrc(np.ones((16, 16), np.float32), voxel_size=1.0))
+    assert header.pixel_size_is_placeholder
+    assert header.with_pixel_size(1.34).voxel_size[:2] == (1.34, 1.34)
+    real = mrc.read_header(make_mrc(np.ones((16, 16), np.float32), "r.mrc", voxel_size=0.9))
+    assert not real.pixel_size_is_placeholder
+    assert real.with_pixel_size(1.34).voxel_size[0] == pytest.approx(0.9)
+
+
+# -- TIFF and PNG --------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16, np.float32, np.uint32])
+def test_tiff_single_and_multipage(tmp_path, dtype):
+    import tifffile
+
+    data = (np.random.default_rng(5).random((3, 20, 24)) * 200).astype(dtype)
+    single = tmp_path / "one.tif"
+    tifffile.imwrite(single, data[0])
+    sections, header = mrc.read_sections(single)
+    assert header.format == "tiff" and header.kind == "image" and header.shape == (1, 20, 24)
+    np.testing.assert_array_equal(sections[0], data[0])
+    stack = tmp_path / "stack.tiff"
+    tifffile.imwrite(stack, data, photometric="minisblack")
+    sections, header = mrc.read_sections(stack)
+    assert header.kind == "stack" and header.shape == (3, 20, 24) and header.dtype == np.dtype(dtype).name
+    np.testing.assert_array_equal(sections, data)
+    pages = tmp_path / "pages.tif"  # written page by page, compressed, as cameras do
+    with tifffile.TiffWriter(pages) as tw:
+        for page in data:
+            tw.write(page, compression="zlib", photometric="minisblack")
+    np.testing.assert_array_equal(mrc.read_sections(pages)[0], data)
+
+
+def test_tiff_and_png_written_and_read_back(tmp_path):
+    from cryoem_denoise import image_io
+
+    data = np.random.default_rng(6).random((2, 16, 16)).astype(np.float32) * 100
+    image_io.write_image(tmp_path / "s.tif", data, "tiff", voxel_size=(0.8, 0.8, 0.8),
+                         kind="stack", label="from é.mrc")
+    sections, header = image_io.read_sections(tmp_path / "s.tif")
+    assert header.voxel_size[0] == pytest.approx(0.8) and header.kind == "stack"
+    np.testing.assert_array_equal(sections, data)
+    image_io.write_image(tmp_path / "h.tif", data, "tiff", dtype="float16", kind="stack")
+    assert image_io.read_header(tmp_path / "h.tif").dtype == "float16"
+    image_io.write_image(tmp_path / "a.png", np.rint(data[0]), "png", dtype="uint8",
+                         voxel_size=(1.3, 1.3, 0))
+    sections, header = image_io.read_sections(tmp_path / "a.png")
+    assert header.format == "png" and header.dtype == "uint8" and header.pixel_size == pytest.approx(1.3)
+    np.testing.assert_array_equal(sections[0], np.rint(data[0]))
+    image_io.write_image(tmp_path / "b.png", data[0], "png")  # floats: scaled to 16 bits
+    sections, header = image_io.read_sections(tmp_path / "b.png")
+    assert header.dtype == "uint16" and sections.max() == 65535 and sections.min() == 0
+    with pytest.raises(OutputError, match="a PNG holds one image"):
+        image_io.write_image(tmp_path / "c.png", data, "png", kind="stack")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "b.png", "h.tif", "s.tif"]
+
+
+def test_find_image_files(tmp_path):
+    from cryoem_denoise import image_io
+
+    for name in ("b.mrc", "a.tif", "c.png", "d.txt", "e.mrcs.gz", "f.TIFF"):
+        (tmp_path / name).write_bytes(b"x")
+    found = [p.name for p in image_io.find_image_files([tmp_path])]
+    assert found == ["a.tif", "b.mrc", "c.png", "e.mrcs.gz", "f.TIFF"]
+    with pytest.raises(InputError, match="pattern matches no files"):
+        image_io.find_image_files([str(tmp_path / "zz*.mrc")])
+    loop = tmp_path / "loop.mrc"
+    loop.symlink_to(loop)
+    assert image_io.find_image_files([loop]) == [loop]
+    with pytest.raises(InputError, match="symbolic link loop"):
+        mrc.read_header(loop)
+
+
+def test_tiff_pages_written_one_by_one_uncompressed(tmp_path):
+    import tifffile
+
+    data = np.arange(3 * 16 * 16, dtype=np.uint16).reshape(3, 16, 16)
+    with tifffile.TiffWriter(tmp_path / "p.tif") as tw:
+        for page in data:
+            tw.write(page, photometric="minisblack")
+    np.testing.assert_array_equal(mrc.read_sections(tmp_path / "p.tif")[0], data)
