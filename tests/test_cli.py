@@ -93,3 +93,61 @@ def test_fetch_list_and_help():
 def test_fetch_unknown_name_is_one_line(tmp_path):
     result = run("fetch", "--cache", tmp_path, "nope.mrc")
     assert result.exit_code == 2 and "unknown sample 'nope.mrc'" in result.output
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "cryoem_denoise", *map(str, args)],
+                          capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["info"], "info: missing argument 'FILES...'"),
+    (["info", "--nope", "x"], "info: no such option '--nope'"),
+    (["apply", "x"], "apply: missing option '--out'"),
+    (["apply", "x", "--out", "o", "--tile", "big"], "apply: invalid value for '--tile'"),
+    (["frobnicate"], "no such command 'frobnicate'"),
+    (["evaluate", "x", "--out", "o", "--jobs", "two"], "evaluate: invalid value for '--jobs'"),
+])
+def test_usage_errors_are_one_line(args, message):
+    proc = _cli(*args)
+    assert proc.returncode == 2 and proc.stdout == ""
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("cryoem-denoise: error: "), lines
+    assert message in lines[0] and "--help" in lines[0]
+
+
+def test_info_tiff_and_placeholder_pixel_size(tmp_path, make_mrc):
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "m.tif", np.arange(32 * 24, dtype=np.uint16).reshape(24, 32))
+    result = run("info", tmp_path / "m.tif")
+    assert result.exit_code == 0, result.output
+    assert "format:   TIFF (uint16)" in result.output and "voxel:    unknown" in result.output
+    path = make_mrc(np.arange(256, dtype=np.float32).reshape(16, 16), voxel_size=1.0)
+    result = run("info", path)
+    assert "1 x 1 A (looks like a placeholder" in result.output
+    assert json.loads(run("info", "--json", path).output)["pixel_size_placeholder"] is True
+
+
+def test_info_prints_nothing_but_the_error_for_bad_pixels(make_mrc):
+    nan = np.ones((16, 16), np.float32)
+    nan[1, 1] = np.nan
+    result = run("info", make_mrc(nan, "nan.mrc"))
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.count("\n") == 1 and "non-finite" in result.stderr
+
+
+def test_evaluate_and_fit_read_tiff(tmp_path):
+    import tifffile
+    from scipy.ndimage import gaussian_filter
+
+    data = gaussian_filter(np.random.default_rng(0).normal(0, 1, (6, 64, 64)), (0, 2, 2))
+    tifffile.imwrite(tmp_path / "clean.tif", (data * 1000 + 3000).astype(np.uint16),
+                     photometric="minisblack")
+    result = run("evaluate", tmp_path / "clean.tif", "--out", tmp_path / "ev", "--methods",
+                 "gaussian,noisy", "--sigma", "30", "-q")
+    assert result.exit_code == 0, result.output
+    assert "clean.tif[1]" in (tmp_path / "ev" / "results.json").read_text()
+    result = run("fit", tmp_path / "clean.tif", "--tiny", "--steps", "2", "--tile", "64",
+                 "--out", tmp_path / "model", "-q", "--validation-fraction", "0")
+    assert result.exit_code == 0, result.output
