@@ -440,3 +440,25 @@ def test_one_bad_file_never_stops_the_others(tiny_model, tmp_path):
     assert any(lbl.startswith("denoised from b_") and lbl.strip().endswith("-good.mrc")
                for lbl in labels), labels  # labels are ASCII: the µ became '?'
 
+
+
+def test_sigterm_removes_the_temporary_file(tmp_path):
+    """A run stopped with SIGTERM (a cluster's time limit) leaves no `.part` behind."""
+    code = textwrap.dedent(f"""
+        import os, signal, sys
+        import click
+        from cryoem_denoise.cli import cli
+        from cryoem_denoise import mrc
+
+        @cli.command("_write_then_term")
+        def _write_then_term():
+            with mrc.create_mrc({str(tmp_path / "x.mrc")!r}, (64, 64)) as data:
+                data[:] = 1.0
+                os.kill(os.getpid(), signal.SIGTERM)
+                data[:] = 2.0
+
+        cli.main(["_write_then_term"], prog_name="cryoem-denoise")
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 143 and proc.stderr.strip() == "cryoem-denoise: terminated"
+    assert list(tmp_path.iterdir()) == []

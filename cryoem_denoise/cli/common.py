@@ -7,7 +7,9 @@ Every error a user can cause ends as exactly one line on stderr,
 (:class:`~cryoem_denoise.errors.InputWarning`) are one ``cryoem-denoise: warning: ...`` line.
 """
 
+import signal
 import sys
+import threading
 import warnings
 
 import click
@@ -63,6 +65,15 @@ def report_and_continue(exc):
     error_line(exc)
 
 
+class Terminated(BaseException):
+    """SIGTERM (a cluster's time limit, ``kill``): unwinds like an interrupt, so temporary
+    files are removed on the way out."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
 class _Group(click.Group):
     """A click group that turns user-facing errors into one line and exit status 2."""
 
@@ -71,6 +82,8 @@ class _Group(click.Group):
         """Run the command line; usage errors become one line and exit status 2."""
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, _raise_terminated)
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.ClickException as exc:
@@ -95,6 +108,9 @@ class _Group(click.Group):
         except KeyboardInterrupt:
             click.echo("cryoem-denoise: interrupted", err=True)
             ctx.exit(130)
+        except Terminated:
+            click.echo("cryoem-denoise: terminated", err=True)
+            ctx.exit(143)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
