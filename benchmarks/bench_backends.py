@@ -114,6 +114,7 @@ def child_apply(args):
         x = np.random.default_rng(0).uniform(0, 255, (args.batch, 256, 256, 1)).astype(np.float32)
         den._run(x)
         load = time.perf_counter() - t0
+        (Path(work) / "out").mkdir()
         options = apply_files.ApplyOptions(out_dir=Path(work) / "out", overwrite=True)
         job = apply_files.plan_jobs([Path(micrograph)], options)[0]
         t0 = time.perf_counter()
@@ -141,7 +142,7 @@ def run_child(backend, kind, extra, timeout):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = argparse.ArgumentParser(description=__doc__)  # children get one --ngf
     ap.add_argument("--child", choices=["train", "apply"])
     ap.add_argument("--backends", nargs="+", default=["tensorflow", "jax"])
     ap.add_argument("--ngf", type=int, nargs="+", default=[16])
@@ -155,10 +156,9 @@ def main():
     ap.add_argument("--timeout", type=int, default=1800)
     ap.add_argument("--suffix", default="", help="results/backends_SUFFIX.json")
     args = ap.parse_args()
-    if args.child == "train":
-        return child_train(args)
-    if args.child == "apply":
-        return child_apply(args)
+    if args.child:
+        args.ngf = args.ngf[0]
+        return child_train(args) if args.child == "train" else child_apply(args)
 
     from common import save
 

@@ -27,6 +27,7 @@ def timed(fn, repeats):
 def save(name, record):
     """Write ``results/NAME.json`` with the environment added; return the path."""
     RESULTS.mkdir(exist_ok=True)
+    quiet_tf()  # the environment names the backend: import it without its notices
     record = {"benchmark": name, "environment": environment(),
               "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **record}
     path = RESULTS / f"{name}.json"

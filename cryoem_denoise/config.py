@@ -17,6 +17,7 @@ from cryoem_denoise.noise import SigmaSpec
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")
+DATA_MODES = ("clean", "pairs", "noise2noise", "self_supervised")
 
 #: The paper's Table 2 optimiser experiments: (G optimiser, G lr, D optimiser, D lr).
 EXPERIMENTS = {
@@ -75,8 +76,18 @@ class DataConfig:
     validation_fraction: float = 0.1  # held-out share (whole sections, or a band of rows)
     validation_tiles: int = 16      # fixed noisy/clean crops scored during training
     min_side_fraction: float = 0.5  # images smaller than this x tile are refused, not padded
+    # what the images are: 'clean' targets with synthetic noise added (the paper),
+    # 'pairs' of noisy inputs and clean targets, 'noise2noise' pairs of independent noisy
+    # halves of each exposure, or 'self_supervised' single noisy exposures
+    mode: str = "clean"
+    swap_pairs: bool = False        # noise2noise: swap input and target halves at random
+    subsample_draws: int = 4        # self_supervised: neighbour sub-sampled pairs per image
 
     def validate(self):
+        if self.mode not in DATA_MODES:
+            raise ConfigError(f"data mode must be one of {', '.join(DATA_MODES)}, got {self.mode!r}")
+        if self.subsample_draws < 1:
+            raise ConfigError("subsample_draws must be at least 1")
         SigmaSpec.parse(self.sigma)
         if self.intensity not in ("minmax", "percentile"):
             raise ConfigError(f"intensity must be 'minmax' or 'percentile', got {self.intensity!r}")
@@ -100,6 +111,8 @@ class TrainConfig:
     gray_lambda: float = 0.1        # lambda of the gray constraint (Eq. 5)
     gray_scale: str = "model"       # gray constraint on the model's [-1,1] scale or 'unit255'
     gray_reduction: str = "sum"     # Eq. 8: per-image 'sum' of squared errors, or 'mean'
+    adversarial: bool = True        # train with the critic (the paper); off: gray constraint alone
+    init_from: str = None           # model folder whose generator weights start the run
     precision: str = "auto"         # auto: mixed_float16 on GPU, float32 on CPU
     strategy: str = "auto"          # auto: multiworker if TF_CONFIG, mirrored if >1 GPU
     deterministic: bool = True      # TF op determinism: same seed -> same weights

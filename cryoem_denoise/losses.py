@@ -76,3 +76,14 @@ def generator_loss(fake_scores, clean, fake, train_cfg, global_batch):
     content = batch_average(gray_constraint(clean, fake, train_cfg.gray_scale,
                                             train_cfg.gray_reduction), global_batch)
     return adversarial + train_cfg.gray_lambda * content, adversarial, content
+
+
+def content_loss(clean, fake, train_cfg, global_batch):
+    """``(loss, adversarial, content)`` of a generator trained without a critic.
+
+    The loss is the gray constraint alone (for ``gray_reduction='mean'`` the mean squared
+    error, the Noise2Noise loss); the adversarial term is zero.
+    """
+    content = batch_average(gray_constraint(clean, fake, train_cfg.gray_scale,
+                                            train_cfg.gray_reduction), global_batch)
+    return content, ops.zeros_like(content), content

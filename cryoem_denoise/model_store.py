@@ -50,6 +50,35 @@ def default_model_dir():
     return folder
 
 
+def check_new(model_dir, *, overwrite=False):
+    """Check, without writing anything, that a new run may use ``model_dir``.
+
+    Raises
+    ------
+    OutputError
+        The path is a file, the folder holds a model or an unfinished run (and
+        ``overwrite`` is not set), or the nearest existing folder is not writable.
+    """
+    model_dir = Path(model_dir)
+    if model_dir.exists() and not model_dir.is_dir():
+        raise OutputError("exists and is not a folder", model_dir)
+    if (model_dir / CONFIG).exists() and not overwrite:
+        if (model_dir / WEIGHTS).exists():
+            raise OutputError("already holds a model (use --resume to continue it, or "
+                              "--overwrite)", model_dir)
+        if checkpoint_paths(model_dir):
+            raise OutputError("holds an unfinished run (use --resume to continue it, or "
+                              "--overwrite)", model_dir)
+    existing = model_dir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.is_dir() and not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputError("model folder is not writable" if existing == model_dir else
+                          f"cannot create the model folder ({existing} is not writable)",
+                          model_dir)
+    return model_dir
+
+
 def prepare_new(model_dir, *, overwrite=False):
     """Create (or check) a folder for a new training run.
 

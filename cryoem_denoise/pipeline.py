@@ -13,12 +13,16 @@ for TensorFlow) and :func:`jax_batch` (drawn on the accelerator inside JAX's jit
 from the buffers of :func:`device_images`). They use different random-number generators,
 so the same seed gives the same batches within a backend, not across backends.
 
-Two modes:
+Modes (``DataConfig.mode``):
 
-* clean images (the paper's protocol): Gaussian noise by :class:`~cryoem_denoise.noise.SigmaSpec`
+* ``clean`` (the paper's protocol): Gaussian noise by :class:`~cryoem_denoise.noise.SigmaSpec`
   is added to each crop (:func:`~cryoem_denoise.noise.add_gaussian_noise_tf`);
-* pairs: a noisy file and its clean counterpart of the same shape, cropped identically,
-  with no noise added.
+* ``pairs``: a noisy file and its clean counterpart of the same shape, cropped identically,
+  with no noise added;
+* ``noise2noise``: pairs of two independent noisy halves of the same exposures, cropped
+  identically; with ``swap_pairs`` either half is the input, at random per crop;
+* ``self_supervised``: single noisy exposures, each turned into neighbour sub-sampled pairs
+  (:func:`neighbour_pairs`, Neighbor2Neighbor) that then train like noise2noise pairs.
 
 A held-out validation set comes from whole sections (stacks of 10 or more) or from a band
 of rows at the bottom of each image (micrographs), and is never used for training.
@@ -90,17 +94,29 @@ def pad_to_tile(image, tile):
 
 
 def load_images(paths, data_cfg, tile, noisy_paths=None):
-    """Read clean (and optionally paired noisy) images on [0, 255].
+    """Read the training images on [0, 255], as ``data_cfg.mode`` says what they are.
+
+    * ``clean``: clean targets (noise is added later); with ``noisy_paths``, pairs;
+    * ``pairs`` / ``noise2noise``: ``paths`` are the targets, ``noisy_paths`` the inputs
+      (for noise2noise, the two independent halves of each exposure);
+    * ``self_supervised``: ``paths`` are single noisy exposures; each gives
+      ``data_cfg.subsample_draws`` pairs of neighbour sub-sampled images
+      (:func:`neighbour_pairs`).
 
     Raises
     ------
     InputError
         No files, unreadable files, non-finite or constant sections, images too small,
-        or pairs whose shapes differ.
+        pairs whose shapes or pixel sizes differ, pair lists of unequal length.
     """
     paths = list(paths)
+    mode = data_cfg.mode
     if not paths:
         raise InputError("no training images given")
+    if mode in ("pairs", "noise2noise") and noisy_paths is None:
+        raise InputError(f"{mode} training needs a noisy file for each target (--noisy)")
+    if mode == "self_supervised" and noisy_paths is not None:
+        raise InputError("self-supervised training takes single noisy images, not pairs")
     if noisy_paths is not None and len(noisy_paths) != len(paths):
         raise InputError(f"{len(noisy_paths)} noisy files for {len(paths)} clean files")
     images = []
@@ -110,18 +126,74 @@ def load_images(paths, data_cfg, tile, noisy_paths=None):
         if noisy_paths is not None:
             noisy_sections, nheader = mrc.read_sections(noisy_paths[k])
             if nheader.shape != header.shape:
-                raise InputError(f"shape {nheader.shape} differs from its clean file's {header.shape}",
+                raise InputError(f"shape {nheader.shape} differs from its pair's {header.shape}",
                                  noisy_paths[k])
+            if _pixel_size(nheader) and _pixel_size(header) and \
+                    abs(_pixel_size(nheader) - _pixel_size(header)) > 1e-3 * _pixel_size(header):
+                raise InputError(f"pixel size {_pixel_size(nheader):g} Å differs from its pair's "
+                                 f"{_pixel_size(header):g} Å", noisy_paths[k])
         for i, sec in enumerate(sections):
             index = i if len(sections) > 1 else None
+            name = f"{Path(path).name}[{i}]" if index is not None else Path(path).name
+            if mode == "self_supervised":
+                images += _self_supervised_images(sec, data_cfg, tile, path, index, name, k)
+                continue
             clean = _prepare(sec, data_cfg, tile, path, index)
             noisy = None
             if noisy_sections is not None:
-                # the noisy image is scaled with its clean twin's affine: the same units
+                # the noisy image is scaled with its twin's affine: the same units
                 noisy = _scale_like(noisy_sections[i], sec, data_cfg)
-            name = f"{Path(path).name}[{i}]" if index is not None else Path(path).name
             images.append(Image(name, clean, noisy, str(path)))
     return images
+
+
+def _pixel_size(header):
+    try:
+        size = float(header.voxel_size[0])
+    except (AttributeError, TypeError, IndexError):
+        return None
+    return size if size > 0 and size != 1.0 else None  # 0 and 1 Å are placeholders
+
+
+#: The ordered pairs of edge-sharing pixels of a 2x2 cell (positions 0 1 / 2 3).
+_NEIGHBOURS = np.array([(0, 1), (1, 0), (0, 2), (2, 0), (1, 3), (3, 1), (2, 3), (3, 2)])
+
+
+def neighbour_pairs(image, rng):
+    """One Neighbor2Neighbor pair ``(g1, g2)`` of an image (Huang et al., CVPR 2021).
+
+    The image is cut into 2x2 cells; in each, one pixel and one of its edge-sharing
+    neighbours are drawn at random: ``g1`` holds the first of each cell, ``g2`` the second.
+    Both are half the size of the image; where its noise is independent from pixel to pixel
+    (shot noise, detector noise), ``g1`` and ``g2`` carry independent noise on nearly the
+    same signal, so ``g2`` is a Noise2Noise target for ``g1``.
+    """
+    h, w = (image.shape[0] // 2) * 2, (image.shape[1] // 2) * 2
+    cells = image[:h, :w].reshape(h // 2, 2, w // 2, 2).transpose(0, 2, 1, 3).reshape(
+        h // 2, w // 2, 4)
+    choice = _NEIGHBOURS[rng.integers(0, len(_NEIGHBOURS), (h // 2, w // 2))]
+    g1 = np.take_along_axis(cells, choice[..., :1], axis=2)[..., 0]
+    g2 = np.take_along_axis(cells, choice[..., 1:], axis=2)[..., 0]
+    return g1, g2
+
+
+def _self_supervised_images(section, data_cfg, tile, path, index, name, file_index):
+    """The neighbour sub-sampled pairs of one noisy section (scaled once, as a whole)."""
+    sec = np.asarray(section, dtype=np.float32)
+    side = int(np.ceil(data_cfg.min_side_fraction * tile))
+    if min(sec.shape) // 2 < side:
+        where = f"section {index}: " if index is not None else ""
+        raise InputError(f"{where}image is {sec.shape[1]}x{sec.shape[0]} pixels; self-supervised "
+                         f"training sub-samples it by 2, so it needs at least {2 * side} pixels "
+                         f"a side (the {tile}-pixel tile x {data_cfg.min_side_fraction:g} x 2); "
+                         "use a smaller --tile", path)
+    scaled = _prepare(sec, data_cfg, 1, path, index)
+    rng = np.random.default_rng([file_index, 0 if index is None else index, 977])
+    out = []
+    for d in range(data_cfg.subsample_draws):
+        g1, g2 = neighbour_pairs(scaled, rng)
+        out.append(Image(f"{name}#{d}", g2, g1, str(path)))
+    return out
 
 
 def _scale_like(noisy, clean, data_cfg):
@@ -235,6 +307,7 @@ def training_dataset(image_set, cfg, start_element=0, elements_per_step=None):
     logits = tf.math.log(tf.cast(image_set.heights * image_set.widths, tf.float32))[None, :]
     grid = tf.range(tile, dtype=tf.int64)
     augment = cfg.data.augment
+    swap = cfg.data.swap_pairs and image_set.paired
 
     def crop(i):
         seeds = tf.random.experimental.stateless_split(tf.stack([tf.constant(seed, tf.int64), i]), 5)
@@ -253,6 +326,9 @@ def training_dataset(image_set, cfg, start_element=0, elements_per_step=None):
             images = [tf.cond(flip > 0, lambda im=im: tf.reverse(im, [1]), lambda im=im: im)
                       for im in images]
         images = [tf.ensure_shape(im, (tile, tile, 1)) for im in images]
+        if swap:  # noise2noise: either half is the input
+            u = tf.random.stateless_uniform([], tf.stack([tf.constant(seed + 2, tf.int64), i]))
+            images = tf.cond(u < 0.5, lambda: images[::-1], lambda: images)
         return tuple(images) + (i,)
 
     def degrade(*batch):
@@ -351,6 +427,7 @@ def jax_batch(data, cfg, first_element, n):
     grid = jnp.arange(tile, dtype=jnp.int32)
     rows0, cols0 = jnp.meshgrid(grid, grid, indexing="ij")
     paired = "noisy" in data
+    swap_key = jax.random.PRNGKey(seed + 2)
 
     def crop(i):
         keys = jax.random.split(jax.random.fold_in(key, i), 5)
@@ -365,7 +442,13 @@ def jax_batch(data, cfg, first_element, n):
             rows, cols = _dihedral(rows, cols, tile, rot, flip)
         index = data["offsets"][k] + (y + rows) * w + (x + cols)
         clean = data["clean"][index]
-        return (data["noisy"][index] if paired else clean), clean
+        if not paired:
+            return clean, clean
+        noisy = data["noisy"][index]
+        if cfg.data.swap_pairs:  # noise2noise: either half is the input
+            swap = jax.random.uniform(jax.random.fold_in(swap_key, i)) < 0.5
+            noisy, clean = jnp.where(swap, clean, noisy), jnp.where(swap, noisy, clean)
+        return noisy, clean
 
     elements = jnp.asarray(first_element, jnp.int32) + jnp.arange(n, dtype=jnp.int32)
     noisy, clean = jax.vmap(crop)(elements)

@@ -24,7 +24,31 @@ _FIT_OPTIONS = {
     "log_every": ("train", "log_every"), "validate_every": ("train", "validate_every"),
     "checkpoint_every": ("train", "checkpoint_every"),
     "sim_fields": ("simulation", "fields"), "pixel_size": ("simulation", "pixel_size"),
+    "critic": ("train", "adversarial"), "init_from": ("train", "init_from"),
+    "subsample_draws": ("data", "subsample_draws"),
 }
+
+#: Options that change the generator (they may not differ from an --init-from model's).
+_MODEL_OPTIONS = {k for k, (section, _) in _FIT_OPTIONS.items() if section == "model"} - {"tile"}
+
+
+def _apply_mode(cfg, noise2noise, self_supervised, paired, options):
+    """Set the data mode; a critic is off by default without clean targets."""
+    if noise2noise and self_supervised:
+        raise click.UsageError("--noise2noise and --self-supervised exclude each other")
+    if noise2noise and not paired:
+        raise click.UsageError("--noise2noise needs the second halves: fit HALF1... --noisy HALF2...")
+    if self_supervised and paired:
+        raise click.UsageError("--self-supervised takes single noisy images; drop --noisy")
+    if noise2noise or self_supervised:
+        cfg.data.mode = "noise2noise" if noise2noise else "self_supervised"
+        cfg.data.swap_pairs = True
+        if options.get("critic") is None:
+            # a critic judging against noisy targets learns their noise: off unless asked
+            cfg.train.adversarial = False
+    elif paired:
+        cfg.data.mode = "pairs"
+    return cfg.validate()
 
 
 def _build_fit_config(base, experiment, options):
@@ -87,18 +111,33 @@ def _build_fit_config(base, experiment, options):
               help="Also train on fields simulated from this atomic model or map (repeat).")
 @click.option("--sim-fields", type=int, help="Fields simulated per --simulate source  [600]")
 @click.option("--pixel-size", type=float, help="Pixel size of simulated fields, Å  [2.0]")
+@click.option("--noise2noise", is_flag=True,
+              help="INPUTS and --noisy are two independent noisy halves of each exposure "
+                   "(even/odd frames): Noise2Noise, halves swapped at random, no noise added.")
+@click.option("--self-supervised", "self_supervised", is_flag=True,
+              help="INPUTS are single noisy exposures: Neighbor2Neighbor sub-sampled pairs.")
+@click.option("--subsample-draws", type=int,
+              help="--self-supervised: sub-sampled pairs drawn per image  [4]")
+@click.option("--critic/--no-critic", default=None,
+              help="Train with the WGAN critic  [on; off for --noise2noise/--self-supervised]")
+@click.option("--init-from", "init_from",
+              help="Start from this model folder's generator ('default': the shipped model).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--overwrite", is_flag=True, help="Replace a model already in --out.")
 @click.option("--stop-after", type=int, hidden=True)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def fit(inputs, out, noisy, config_file, tiny, experiment, sim_sources, resume, overwrite,
-        stop_after, quiet, **options):
+def fit(inputs, out, noisy, config_file, tiny, experiment, sim_sources, noise2noise,
+        self_supervised, resume, overwrite, stop_after, quiet, **options):
     """Train the WGAN denoiser on clean MRC INPUTS (files or folders) into --out.
 
     Noise of --sigma is added on the fly (the paper's protocol); with --noisy, pairs are
     used as they are. --simulate adds fields simulated from a structure (generated once
     into the cache). Without INPUTS or --simulate, the built-in set is used: fields
     simulated from the 6zu5 ribosome plus the two real sample micrographs.
+
+    Real data without clean images: --noise2noise (INPUTS and --noisy are the two halves of
+    each exposure) or --self-supervised (INPUTS are single noisy exposures), optionally
+    starting from a trained model (--init-from default).
     """
     from pathlib import Path
 
@@ -119,12 +158,24 @@ def fit(inputs, out, noisy, config_file, tiny, experiment, sim_sources, resume, 
             raise InputError(exc.strerror or "cannot read", config_file) from None
     else:
         base = tiny_config() if tiny else FitConfig()
+    if options.get("init_from") and not resume:
+        given = sorted(k for k in _MODEL_OPTIONS if options.get(k) is not None)
+        if given:
+            raise click.UsageError(f"--init-from takes the model's generator; drop "
+                                   f"{', '.join('--' + k.replace('_', '-') for k in given)}")
+        # the generator of the model fine-tuned from (--tile may still change the crops)
+        base.model = model_store.load_config(training.init_model_dir(options["init_from"])).model
     cfg = _build_fit_config(base, experiment, options)
+    if not resume:
+        cfg = _apply_mode(cfg, noise2noise, self_supervised, bool(noisy), options)
     warn_precision(cfg.train.precision)
     noisy_paths = mrc.find_mrc_files(noisy) if noisy else None
     clean = mrc.find_mrc_files(inputs) if inputs else []
     if noisy_paths and sim_sources:
         raise click.UsageError("--simulate cannot be combined with --noisy pairs")
+    if cfg.data.mode in ("noise2noise", "self_supervised") and not (clean or resume):
+        raise click.UsageError(f"{cfg.data.mode.replace('_', '-')} training needs your noisy "
+                               "images as INPUTS")
     for source in sim_sources:
         clean.append(cached_fields(source, cfg.simulation, cfg.train.seed, progress=not quiet))
     if resume and not clean:
@@ -141,6 +192,8 @@ def fit(inputs, out, noisy, config_file, tiny, experiment, sim_sources, resume, 
     if last:
         summary += (f", validation PSNR {last['val_psnr']:.2f} dB (noisy {last['val_psnr_noisy']:.2f}),"
                     f" SSIM {last['val_ssim']:.3f}")
+        if cfg.data.mode in ("noise2noise", "self_supervised"):
+            summary += f"; measured against {meta['data']['validation_reference']}"
     click.echo(summary)
 
 

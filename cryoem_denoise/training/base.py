@@ -104,6 +104,11 @@ class Trainer:
     def sync(self):
         """Make the Keras variables hold the current state (a no-op where they always do)."""
 
+    def load_generator_weights(self, path):
+        """Start from the generator weights of another model (fine-tuning)."""
+        self.sync()
+        self.generator.load_weights(str(path))
+
     # -- state ---------------------------------------------------------------------------
     def _state_variables(self):
         return {"generator": self.generator.variables, "critic": self.critic.variables,

@@ -102,6 +102,10 @@ class JaxTrainer(Trainer):
         self._stale = False
         return step
 
+    def load_generator_weights(self, path):
+        super().load_generator_weights(path)
+        self.state = self._collect(copy=True)
+
     @staticmethod
     def _loss_scale_index(opt):
         scale = getattr(opt, "dynamic_scale", None)
@@ -134,6 +138,12 @@ class JaxTrainer(Trainer):
         loss, adv, con = losses.generator_loss(fake_s, x, fake, self.cfg.train, y.shape[0])
         return loss * scale, (loss, adv, con, g_ntv, d_ntv)
 
+    def _content_objective(self, g_tv, g_ntv, d_tv, d_ntv, scale, y, x):
+        """Without a critic: the gray constraint alone (the L2 loss of Noise2Noise)."""
+        fake, g_ntv = self.generator.stateless_call(g_tv, g_ntv, y, training=True)
+        loss, adv, con = losses.content_loss(x, fake, self.cfg.train, y.shape[0])
+        return loss * scale, (loss, adv, con, g_ntv, d_ntv)
+
     def _update_fn(self, state, noisy, clean):
         import jax
         import jax.numpy as jnp
@@ -146,14 +156,17 @@ class JaxTrainer(Trainer):
         g_tv, g_ntv, g_opt = state["g_tv"], state["g_ntv"], state["g_opt"]
         d_tv, d_ntv, d_opt = state["d_tv"], state["d_ntv"], state["d_opt"]
         critic_grad = jax.value_and_grad(self._critic_objective, has_aux=True)
-        for k in range(t.n_critic):
+        d_loss = jnp.zeros((), jnp.float32)
+        y, x = y_all[-b:], x_all[-b:]
+        for k in range(t.n_critic if t.adversarial else 0):
             y, x = y_all[k * b:(k + 1) * b], x_all[k * b:(k + 1) * b]
             (_, (d_loss, d_ntv, g_ntv)), grads = critic_grad(
                 d_tv, d_ntv, g_tv, g_ntv, self._loss_scale("d", d_opt), y, x)
             d_tv, d_opt = self.d_opt.stateless_apply(d_opt, grads, d_tv)
             d_tv = [jnp.clip(v, -t.clip, t.clip) for v in d_tv]
+        objective = self._generator_objective if t.adversarial else self._content_objective
         (_, (g_loss, adv, con, g_ntv, d_ntv)), grads = jax.value_and_grad(
-            self._generator_objective, has_aux=True)(
+            objective, has_aux=True)(
                 g_tv, g_ntv, d_tv, d_ntv, self._loss_scale("g", g_opt), y, x)
         g_tv, g_opt = self.g_opt.stateless_apply(g_opt, grads, g_tv)
         new = {"g_tv": g_tv, "g_ntv": g_ntv, "g_opt": g_opt,

@@ -100,6 +100,8 @@ def fit(cfg, clean_paths, model_dir, *, noisy_paths=None, resume=False, overwrit
     cfg.validate()
     model_dir = Path(model_dir)
     ckpts = []
+    if cfg.train.init_from and not resume:
+        init_weights(cfg)  # a bad --init-from fails before anything is read or written
     if resume:
         saved = model_store.load_config(model_dir)
         check_resume_compatible(saved, cfg)
@@ -107,8 +109,10 @@ def fit(cfg, clean_paths, model_dir, *, noisy_paths=None, resume=False, overwrit
         if not ckpts and (model_dir / model_store.WEIGHTS).exists():
             raise InputError("no checkpoint to resume from", model_dir / model_store.CHECKPOINTS)
     else:
+        model_store.check_new(model_dir, overwrite=overwrite)
+    train_set, val = prepare_data(cfg, clean_paths, noisy_paths)  # bad data: nothing written
+    if not resume:
         model_store.prepare_new(model_dir, overwrite=overwrite)
-    train_set, val = prepare_data(cfg, clean_paths, noisy_paths)
     if ckpts:
         before = model_store.load_metadata(model_dir).get("data", {}).get("fingerprint")
         if before and before != train_set.fingerprint:
@@ -119,11 +123,51 @@ def fit(cfg, clean_paths, model_dir, *, noisy_paths=None, resume=False, overwrit
     start_step = 0
     if ckpts:
         start_step = trainer.set_state(model_store.load_checkpoint(ckpts[-1][1]), ckpts[-1][1])
+    elif cfg.train.init_from:
+        trainer.load_generator_weights(init_weights(cfg))
     inputs = {"clean": [str(Path(p).resolve()) for p in clean_paths],
               "noisy": [str(Path(p).resolve()) for p in noisy_paths] if noisy_paths else None}
     if not start_step:  # a run stopped before its first checkpoint can still be resumed
         model_store.save_metadata(model_dir, _metadata(cfg, train_set, inputs, 0, [], 0.0))
     return _loop(trainer, cfg, train_set, val, inputs, model_dir, start_step, progress, stop_after)
+
+
+def init_model_dir(name):
+    """The model folder ``--init-from`` names (``'default'``: the shipped model)."""
+    return model_store.default_model_dir() if name == "default" else Path(name)
+
+
+def init_weights(cfg):
+    """The generator weights a run starts from (``cfg.train.init_from``), checked to fit.
+
+    Raises
+    ------
+    InputError
+        Not a finished model folder.
+    ConfigError
+        Its generator differs from ``cfg.model``.
+    """
+    folder = init_model_dir(cfg.train.init_from)
+    other = model_store.load_config(folder)
+    diff = [k for k, v in other.model.__dict__.items()
+            if k != "tile" and getattr(cfg.model, k) != v]  # the generator is fully convolutional
+    if diff:
+        raise ConfigError(f"--init-from {folder}: its generator differs from this run's in "
+                          f"{', '.join(diff)}; drop those options to take the model's")
+    weights = folder / model_store.WEIGHTS
+    if not weights.is_file():
+        raise InputError(f"no {model_store.WEIGHTS} (training not finished?)", folder)
+    return weights
+
+
+#: What the validation PSNR/SSIM of each data mode is measured against.
+VALIDATION_REFERENCE = {
+    "clean": "clean image", "pairs": "clean image",
+    "noise2noise": "the held-out other noisy half: tracks the true error plus a constant "
+                   "(the halves' noise), so compare runs, not values",
+    "self_supervised": "the held-out neighbour sub-sample: tracks the true error plus a "
+                       "constant (the noise), so compare runs, not values",
+}
 
 
 def saved_inputs(model_dir):
@@ -224,7 +268,8 @@ def _metadata(cfg, train_set, inputs, step, history, seconds):
         "steps": step,
         "seed": cfg.train.seed,
         "data": {"inputs": inputs, "images": train_set.names[:50], "n_images": len(train_set),
-                 "fingerprint": train_set.fingerprint},
+                 "fingerprint": train_set.fingerprint, "mode": cfg.data.mode,
+                 "validation_reference": VALIDATION_REFERENCE[cfg.data.mode]},
         "validation": history,
         "train_seconds": seconds,
         "generator_gflops_per_tile": generator_flops(cfg.model) / 1e9,

@@ -99,11 +99,14 @@ class TFTrainer(Trainer):
 
         cond = self.cfg.model.critic_conditional
         y, x = losses.to_model_scale(noisy), losses.to_model_scale(clean)
+        t = self.cfg.train
         with tf.GradientTape() as tape:
             fake = self.generator(y, training=True)
-            fake_s = self.critic(losses.critic_input(y, fake, cond), training=True)
-            loss, adv, con = losses.generator_loss(fake_s, x, fake, self.cfg.train,
-                                                   self.cfg.train.batch_size)
+            if t.adversarial:
+                fake_s = self.critic(losses.critic_input(y, fake, cond), training=True)
+                loss, adv, con = losses.generator_loss(fake_s, x, fake, t, t.batch_size)
+            else:
+                loss, adv, con = losses.content_loss(x, fake, t, t.batch_size)
             scaled = self._scaled(self.g_opt, loss)
         variables = self.generator.trainable_variables
         self.g_opt.apply(tape.gradient(scaled, variables), variables)
@@ -127,8 +130,10 @@ class TFTrainer(Trainer):
         def chunk(k):
             return lambda a: tf.split(a, n, axis=0)[k]
 
-        d_loss = 0.0
-        for k in range(n):
+        d_loss = tf.constant(0.0)
+        nk = s.run(chunk(n - 1), args=(noisy,)) if n > 1 else noisy
+        ck = s.run(chunk(n - 1), args=(clean,)) if n > 1 else clean
+        for k in range(n if self.cfg.train.adversarial else 0):
             nk = s.run(chunk(k), args=(noisy,)) if n > 1 else noisy
             ck = s.run(chunk(k), args=(clean,)) if n > 1 else clean
             d_loss = s.reduce(total, s.run(self._critic_replica, args=(nk, ck)), axis=None)
