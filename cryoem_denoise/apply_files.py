@@ -32,7 +32,7 @@ from cryoem_denoise import image_io, metrics, mrc
 from cryoem_denoise.atomic import check_output_path, describe_os_error, write_text
 from cryoem_denoise.denoise import to_units
 from cryoem_denoise.progress import progress_bar
-from cryoem_denoise.errors import ConfigError, CryoEMDenoiseError, InputError, OutputError
+from cryoem_denoise.errors import ConfigError, CryoEMDenoiseError, OutputError
 from cryoem_denoise.intensity import Affine, intensity_range
 
 METRICS_FILES = ("metrics.json", "metrics.csv", "metrics.md")

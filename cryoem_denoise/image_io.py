@@ -23,7 +23,6 @@ integers of that range (``dtype`` ``'uint8'``/``'uint16'``), otherwise scaled mi
 
 import contextlib
 import glob
-import json
 import os
 import warnings
 from pathlib import Path
@@ -480,19 +479,7 @@ def default_output_dtype(header, fmt, dtype):
 
 
 def describe(header):
-    """``'MRC mode 2 (float32)'``, ``'TIFF (uint16)'``, ``'PNG (uint8)'``."""
+    """The pixel type as ``info`` shows it: ``'2 (float32)'`` (MRC mode), ``'TIFF (uint16)'``."""
     if header.format == "mrc":
         return f"{header.mode} ({header.dtype})"
     return f"{header.format.upper()} ({header.dtype})"
-
-
-def read_json_metadata(path):
-    """This project's JSON metadata of a TIFF it wrote (``{}`` for anything else)."""
-    import tifffile
-
-    with contextlib.suppress(Exception):
-        with tifffile.TiffFile(path) as tif:
-            ours = tif.shaped_metadata
-            if ours:
-                return json.loads(json.dumps(ours[0]))
-    return {}
