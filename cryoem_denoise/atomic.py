@@ -87,17 +87,13 @@ def remove_stale_temporaries(path, suffix=".part"):
     path = Path(path)
     prefix = _temporary_prefix(path)
     removed = 0
-    try:
-        entries = list(os.scandir(path.parent))
-    except OSError:
-        return 0
-    for entry in entries:
-        name = entry.name
+    for name in _hidden_names(path.parent):
         if not (name.startswith(prefix) and name.endswith(suffix)
                 and len(name) == len(prefix) + _RANDOM_CHARS + len(suffix)):
             continue
+        entry = os.path.join(path.parent, name)
         try:
-            fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW)
+            fd = os.open(entry, os.O_RDONLY | os.O_NOFOLLOW)
         except OSError:
             continue
         try:
@@ -106,13 +102,29 @@ def remove_stale_temporaries(path, suffix=".part"):
             os.close(fd)
             continue  # a live writer holds it
         try:
-            os.unlink(entry.path)
+            os.unlink(entry)
             removed += 1
         except OSError:
             pass
         finally:
             os.close(fd)
     return removed
+
+
+#: folder → names starting with '.' found in it (each folder is listed once per process:
+#: temporary files of killed runs are older than this process, and a folder of thousands of
+#: outputs must not be listed again for each of them).
+_HIDDEN = {}
+
+
+def _hidden_names(folder):
+    key = os.path.realpath(folder)
+    if key not in _HIDDEN:
+        try:
+            _HIDDEN[key] = [e.name for e in os.scandir(key) if e.name.startswith(".")]
+        except OSError:
+            return []
+    return _HIDDEN[key]
 
 
 def reserve_space(path, nbytes):
