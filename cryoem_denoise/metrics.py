@@ -271,3 +271,32 @@ def frc_resolution(a, b, pixel_size=None, threshold=FRC_THRESHOLD, taper=FRC_TAP
     """
     frequency, values = frc(a, b, taper)
     return resolution_from_curve(frequency, values, pixel_size, threshold)
+
+
+def _power_spectrum(image):
+    a = np.asarray(image, np.float64)
+    if a.ndim != 2:
+        raise InputError(f"spectral power needs a 2D image, got shape {a.shape}")
+    f = np.fft.fft2(a - a.mean())
+    return np.abs(f) ** 2 / a.size
+
+
+def nyquist_power(image):
+    """Mean power on the Nyquist lines (k_y = 1/2 or k_x = 1/2 cycles/px) of an image.
+
+    A stride-2 transposed convolution leaves its checkerboard there: the ratio of an
+    output's value to its input's shows an added pattern (> 1) or its absence (<= 1).
+    """
+    p = _power_spectrum(image)
+    ny, nx = p.shape
+    lines = [p[ny // 2, :], p[:, nx // 2]]  # for odd sizes the nearest rows to Nyquist
+    return float(np.mean(np.concatenate(lines)))
+
+
+def high_frequency_power(image, cutoff=0.3):
+    """Total power at spatial frequencies ``|k| > cutoff`` cycles/px (mostly noise in
+    cryo-EM images: a denoiser should remove most of it)."""
+    p = _power_spectrum(image)
+    ky = np.fft.fftfreq(p.shape[0])[:, None]
+    kx = np.fft.fftfreq(p.shape[1])[None, :]
+    return float(p[np.hypot(ky, kx) > cutoff].sum())
