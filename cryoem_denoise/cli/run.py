@@ -34,11 +34,15 @@ def _format_and_dtype(fmt, dtype):
 
 # -- apply -------------------------------------------------------------------------------
 @cli.command()
-@click.argument("inputs", nargs=-1, required=True)
+@click.argument("inputs", nargs=-1)
 @click.option("--model", "-m", "model_dir", type=click.Path(),
               help="Model folder written by `fit` (default: the model shipped with the package).")
 @click.option("--out", "-o", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Output folder (created if missing).")
+@click.option("--noisy-halves", "noisy_halves", nargs=2, multiple=True, type=click.Path(),
+              metavar="HALF1 HALF2",
+              help="Two independent halves of an exposure (even/odd frames): denoise each, "
+                   "write their average and the FRC of the halves before/after (repeat).")
 @click.option("--sigma", type=float,
               help="Paper's protocol: add noise of this sigma (on [0,255]) to each input, taken "
                    "as the clean reference, denoise, and write noisy images and a metrics table.")
@@ -67,8 +71,8 @@ def _format_and_dtype(fmt, dtype):
 @click.option("--shard", default="0/1", show_default=True,
               help="K/N: process every N-th file starting at K (0-based; for job arrays).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def apply(inputs, model_dir, out_dir, sigma, seed, png, fmt, dtype, pixel_size, suffix, tile,
-          overlap, batch_size, precision, skip_existing, overwrite, shard, quiet):
+def apply(inputs, model_dir, out_dir, noisy_halves, sigma, seed, png, fmt, dtype, pixel_size,
+          suffix, tile, overlap, batch_size, precision, skip_existing, overwrite, shard, quiet):
     """Denoise image INPUTS (MRC, TIFF, PNG files, folders, globs) with a model into --out.
 
     2D images, stacks (section by section) and volumes (as sections) of any size are
@@ -84,6 +88,13 @@ def apply(inputs, model_dir, out_dir, sigma, seed, png, fmt, dtype, pixel_size, 
     from cryoem_denoise.errors import ConfigError
     from cryoem_denoise.noise import SigmaSpec
 
+    if not inputs and not noisy_halves:
+        raise click.UsageError("give INPUTS or --noisy-halves HALF1 HALF2")
+    if noisy_halves:
+        if inputs or sigma is not None:
+            raise click.UsageError("--noisy-halves takes no INPUTS and no --sigma")
+        return _apply_halves(noisy_halves, model_dir, out_dir, suffix, tile, overlap,
+                             batch_size, precision, overwrite, pixel_size)
     if sigma is not None:
         sigma = SigmaSpec.parse(sigma).low
     fmt, dtype = _format_and_dtype(fmt, dtype)
@@ -119,6 +130,41 @@ def apply(inputs, model_dir, out_dir, sigma, seed, png, fmt, dtype, pixel_size, 
                    f"SSIM {overall['noisy_ssim']:.3f} -> {overall['denoised_ssim']:.3f} "
                    f"(metrics.md in {out_dir})")
     if report.failed:
+        sys.exit(2)
+
+
+def _apply_halves(pairs, model_dir, out_dir, suffix, tile, overlap, batch_size, precision,
+                  overwrite, pixel_size):
+    """``apply --noisy-halves``: each pair denoised half by half, averaged, FRC reported."""
+    from pathlib import Path
+
+    from cryoem_denoise import apply_files, halves
+    from cryoem_denoise.atomic import output_folder
+    from cryoem_denoise.denoise import InferenceConfig, load_denoiser
+    from cryoem_denoise.errors import CryoEMDenoiseError
+
+    apply_files.check_inference_options(tile, overlap, batch_size)
+    apply_files.check_pixel_size(pixel_size)
+    failed = 0
+    with output_folder(out_dir):
+        quiet_tensorflow()
+        warn_precision(precision)
+        denoiser, fit_cfg = load_denoiser(default_model_or(model_dir),
+                                          InferenceConfig(tile, overlap, batch_size, precision))
+        for a, b in pairs:
+            try:
+                result = halves.denoise_half_pair(denoiser, fit_cfg.data, a, b, Path(out_dir),
+                                                  suffix=suffix, overwrite=overwrite,
+                                                  pixel_size=pixel_size)
+            except CryoEMDenoiseError as exc:
+                report_and_continue(exc)
+                failed += 1
+                continue
+            first = result.sections[0]
+            more = f" (section 0 of {len(result.sections)})" if len(result.sections) > 1 else ""
+            click.echo(f"{a} + {b}: FRC 0.143 of the halves {first['raw_text']} -> denoised "
+                       f"{first['denoised_text']}{more}; average in {result.output}")
+    if failed:
         sys.exit(2)
 
 
