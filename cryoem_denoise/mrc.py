@@ -567,12 +567,19 @@ def create_mrc(path, shape, *, kind=None, dtype="float32", voxel_size=None, orig
             mrc.close()
 
 
+#: Letters that have a usual ASCII spelling but no decomposition.
+_ASCII_SPELLINGS = str.maketrans({"µ": "u", "μ": "u", "ß": "ss", "æ": "ae", "Æ": "AE",
+                                  "ø": "o", "Ø": "O", "ł": "l", "Ł": "L", "œ": "oe",
+                                  "Œ": "OE", "đ": "d", "Đ": "D", "þ": "th", "Þ": "Th"})
+
+
 def ascii_label(text, width=80):
     """``text`` as an MRC header label: printable ASCII (accents dropped, other characters
     as ``?``), at most ``width`` characters."""
     import unicodedata
 
-    plain = unicodedata.normalize("NFKD", str(text))
+    plain = str(text).translate(_ASCII_SPELLINGS)
+    plain = unicodedata.normalize("NFKD", plain)
     plain = "".join(c for c in plain if not unicodedata.combining(c))
     return "".join(c if 32 <= ord(c) < 127 else "?" for c in plain)[:width]
 

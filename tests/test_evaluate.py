@@ -86,3 +86,17 @@ def test_cli_without_gan(clean_stack, tmp_path):
     record = json.loads((tmp_path / "o" / "results.json").read_text())
     assert set(record["summary"]) == {"20.0", "40.0"}
     assert "sigma = 20" in result.output
+
+
+def test_non_ascii_names_and_a_bad_file_left_out(clean_mrc, tmp_path):
+    src = clean_mrc("Ångström_µ.mrcs", (4, 48, 48), stack=True, seed=5)
+    bad = tmp_path / "défaut.mrc"
+    bad.write_bytes(b"garbage" * 300)
+    out = tmp_path / "évaluation"
+    result = CliRunner().invoke(cli, ["evaluate", str(src), str(bad), "--out", str(out),
+                                      "--methods", "gaussian,noisy", "--sigma", "25", "-q"])
+    assert result.exit_code == 2
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and "défaut.mrc" in errors[0] and "not an MRC file" in errors[0]
+    assert "Ångström_µ.mrcs[1]" in (out / "results.json").read_text(encoding="utf-8") or \
+        "\\u00c5ngstr" in (out / "results.json").read_text()
