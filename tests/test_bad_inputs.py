@@ -461,3 +461,15 @@ def test_sigterm_removes_the_temporary_file(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 143 and proc.stderr.strip() == "cryoem-denoise: terminated"
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("case", ["text", "empty file", "tiff rgb", "symlink loop"])
+def test_bad_file_fit(tmp_path, case):
+    """`fit` reads its inputs through the same code: the same one line, no model folder."""
+    build, message = FILE_CASES[case]
+    path = build(tmp_path)
+    out = tmp_path / "model"
+    before = files_under(tmp_path)
+    result = run("fit", path, "--tiny", "--steps", "2", "--out", out, "-q")
+    assert_one_line(result, path, message)
+    assert files_under(tmp_path) == before
