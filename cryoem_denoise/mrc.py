@@ -237,8 +237,13 @@ def read_header(path):
     if compression == "gzip":
         isize = _gzip_isize(path)
         if isize is not None and isize != expected % (1 << 32):
-            raise InputError(f"truncated or wrong header: the gzip data hold {isize:,} bytes, "
-                             f"the header promises {expected:,} ({what})", path)
+            # the size in the trailer is only the last member's: count the bytes to be sure
+            actual = _gzip_length(path)
+            if actual is None:
+                raise InputError(f"truncated: the gzip data end early ({what} promised)", path)
+            if actual < expected:
+                raise InputError(f"truncated or wrong header: the gzip data hold {actual:,} "
+                                 f"bytes, the header promises {expected:,} ({what})", path)
     if nz == 1:
         kind = "image"
     else:
@@ -289,6 +294,23 @@ def _gzip_isize(path):
             fh.seek(-4, os.SEEK_END)
             return int.from_bytes(fh.read(4), "little")
     except OSError:
+        return None
+
+
+def _gzip_length(path, chunk=1 << 22):
+    """Bytes of decompressed gzip data, or ``None`` if the stream is cut short or corrupt."""
+    import gzip
+    import zlib
+
+    total = 0
+    try:
+        with gzip.open(path, "rb") as fh:
+            while True:
+                block = fh.read(chunk)
+                if not block:
+                    return total
+                total += len(block)
+    except (EOFError, OSError, zlib.error):
         return None
 
 

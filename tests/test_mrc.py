@@ -318,3 +318,13 @@ def test_tiff_pages_written_one_by_one_uncompressed(tmp_path):
         for page in data:
             tw.write(page, photometric="minisblack")
     np.testing.assert_array_equal(mrc.read_sections(tmp_path / "p.tif")[0], data)
+
+
+def test_gzip_of_several_members_is_read(make_mrc, tmp_path):
+    """bgzip-style files: the trailer's size is the last member's only."""
+    data = np.random.default_rng(8).random((2, 32, 32)).astype(np.float32)
+    raw = make_mrc(data, "v.mrc").read_bytes()
+    path = tmp_path / "multi.mrc.gz"
+    path.write_bytes(gzip.compress(raw[:3000]) + gzip.compress(raw[3000:]))
+    sections, header = mrc.read_sections(path)
+    np.testing.assert_array_equal(sections, data)
