@@ -473,3 +473,18 @@ def test_bad_file_fit(tmp_path, case):
     result = run("fit", path, "--tiny", "--steps", "2", "--out", out, "-q")
     assert_one_line(result, path, message)
     assert files_under(tmp_path) == before
+
+
+@pytest.mark.parametrize("args,fragments", [
+    (["{text}"], ("text.mrc", "not an MRC file")),
+    (["{tmp}/absent.cif"], ("absent.cif", "no such file")),
+    (["{text}", "--n", "0"], ("one field",)),
+    (["{text}", "--defocus", "a:b"], ("simulate:", "--defocus", "a:b")),
+])
+def test_bad_simulate(tmp_path, args, fragments):
+    text = _write(tmp_path / "text.mrc", b"not an mrc\n" * 200)
+    args = [a.format(text=text, tmp=tmp_path) for a in args]
+    before = files_under(tmp_path)
+    result = run("simulate", *args, "--out", tmp_path / "fields.mrcs", "-q")
+    assert_one_line(result, *fragments)
+    assert files_under(tmp_path) == before
