@@ -140,6 +140,15 @@ def _score(clean, result, seconds):
     return {**metrics.all_metrics(clean, result), "seconds": seconds}
 
 
+def _pool_context():
+    """How worker processes start: forked, unless JAX runs here (its threads make a forked
+    child deadlock-prone), then from a fork server."""
+    import multiprocessing
+    import sys
+
+    return multiprocessing.get_context("forkserver" if "jax" in sys.modules else None)
+
+
 def _single_threaded_worker():
     """Pool initializer: one BLAS thread per process (the pool already fills the cores)."""
     from threadpoolctl import threadpool_limits
@@ -252,7 +261,8 @@ def _evaluate(clean_paths, out_dir, cfg, model_dir, progress, on_error):
     classical = {m: baselines.ClassicalMethod(m, cfg.ksvd, widths) for m in cfg.methods if m != "gan"}
     shown = test[0] if test else None  # the image of the Fig. 6 grids
     figure_outputs = {}  # (sigma, method) -> denoised image of `shown`
-    with ProcessPoolExecutor(max_workers=jobs, initializer=_single_threaded_worker) as pool:
+    with ProcessPoolExecutor(max_workers=jobs, initializer=_single_threaded_worker,
+                             mp_context=_pool_context()) as pool:
         futures = []
         for i, sigma, method in todo:
             if method == "gan":
