@@ -39,3 +39,23 @@ def test_critic_is_a_linear_patchgan():
     assert np.asarray(scores).max() > 1 or np.asarray(scores).min() < 0  # no sigmoid squashing
     uncond = build_critic(ModelConfig(critic_conditional=False))
     assert uncond.input.shape[-1] == 1
+
+
+@pytest.mark.backends
+@pytest.mark.parametrize("bias", [False, True])
+def test_transposed_convolution_equals_keras(bias):
+    """The sub-pixel form used on JAX computes Keras' transposed convolution exactly."""
+    import keras
+    import numpy as np
+
+    from cryoem_denoise.models import Conv2DTranspose
+
+    inp = keras.Input((None, None, 5))
+    plain = keras.layers.Conv2DTranspose(3, 4, strides=2, padding="same", use_bias=bias,
+                                         bias_initializer="random_normal")
+    ours = Conv2DTranspose(3, 4, strides=2, padding="same", use_bias=bias)
+    a, b = keras.Model(inp, plain(inp)), keras.Model(inp, ours(inp))
+    b.set_weights(a.get_weights())
+    x = np.random.default_rng(0).normal(size=(2, 7, 6, 5)).astype("float32")
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(b(x)), keras.ops.convert_to_numpy(a(x)),
+                               atol=1e-5)
