@@ -99,8 +99,8 @@ def find_image_files(inputs):
                 raise InputError(f"cannot list the folder ({exc.strerror})", path) from None
             found = [p for p in entries if p.is_file() and is_image_name(p.name)]
             if not found:
-                raise InputError("folder holds no image files (.mrc, .mrcs, .map, .tif, .png, "
-                                 "...)", path)
+                raise InputError("folder holds no MRC files or other images (.mrc, .mrcs, "
+                                 ".map, .tif, .png, ...)", path)
             files.extend(found)
         elif os.path.lexists(path) and not any(ch in text for ch in "*?["):
             files.append(path)  # problems (loops, broken links, ...) are named when read

@@ -234,7 +234,7 @@ def _empty_folder(t):
 APPLY_CASES = {
     # name: (extra args, (fragments...))  -- {in}: the good input, {out}: the output folder
     "empty glob": (["{tmp}/nothing*.mrc"], ("pattern matches no files",)),
-    "folder without images": (["{empty}"], ("folder holds no image files",)),
+    "folder without images": (["{empty}"], ("folder holds no MRC files or other images",)),
     "missing input": (["{tmp}/absent.mrc"], ("absent.mrc", "no such file")),
     "negative sigma": (["{in}", "--sigma", "-5"], ("noise sigma must be in",)),
     "nan sigma": (["{in}", "--sigma", "nan"], ("noise sigma must be in",)),

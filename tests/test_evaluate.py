@@ -70,7 +70,7 @@ def test_bad_requests_fail_before_work(clean_stack, tmp_path):
     empty.mkdir()
     result = CliRunner().invoke(cli, ["evaluate", str(empty), "--out", str(tmp_path / "o"),
                                       "--methods", "bm3d"])
-    assert result.exit_code == 2 and "no image files" in result.output
+    assert result.exit_code == 2 and "no MRC files or other images" in result.output
     result = CliRunner().invoke(cli, ["evaluate", str(clean_stack), "--out", str(tmp_path / "o"),
                                       "--methods", "bm3d,foo"])
     assert result.exit_code == 2 and "unknown method 'foo'" in result.output
