@@ -78,9 +78,10 @@ def sniff_format(path):
 def find_image_files(inputs):
     """Files, folders and glob patterns → image file paths, in order, without repeats.
 
-    A folder contributes its image files (MRC, TIFF and PNG by suffix, sorted); a pattern
-    with ``*``, ``?`` or ``[`` is expanded. A named file is taken whatever its suffix (it is
-    checked when read).
+    A folder contributes its MRC and TIFF files (by suffix, sorted), not its PNG files:
+    folders of micrographs often hold PNG previews (this tool's ``--png`` among them), so a
+    PNG is read when it is named or matched by a pattern. A pattern with ``*``, ``?`` or
+    ``[`` is expanded. A named file is taken whatever its suffix (it is checked when read).
 
     Raises
     ------
@@ -97,10 +98,11 @@ def find_image_files(inputs):
                 entries = sorted(path.iterdir())
             except OSError as exc:
                 raise InputError(f"cannot list the folder ({exc.strerror})", path) from None
-            found = [p for p in entries if p.is_file() and is_image_name(p.name)]
+            found = [p for p in entries if p.is_file() and is_image_name(p.name)
+                     and format_of_name(p.name) != "png"]
             if not found:
                 raise InputError("folder holds no MRC files or other images (.mrc, .mrcs, "
-                                 ".map, .tif, .png, ...)", path)
+                                 ".map, .tif, ...; PNG files are read when named)", path)
             files.extend(found)
         elif os.path.lexists(path) and not any(ch in text for ch in "*?["):
             files.append(path)  # problems (loops, broken links, ...) are named when read

@@ -300,7 +300,8 @@ def test_find_image_files(tmp_path):
     for name in ("b.mrc", "a.tif", "c.png", "d.txt", "e.mrcs.gz", "f.TIFF"):
         (tmp_path / name).write_bytes(b"x")
     found = [p.name for p in image_io.find_image_files([tmp_path])]
-    assert found == ["a.tif", "b.mrc", "c.png", "e.mrcs.gz", "f.TIFF"]
+    assert found == ["a.tif", "b.mrc", "e.mrcs.gz", "f.TIFF"]  # PNGs (previews) only by name
+    assert [p.name for p in image_io.find_image_files([str(tmp_path / "*.png")])] == ["c.png"]
     with pytest.raises(InputError, match="pattern matches no files"):
         image_io.find_image_files([str(tmp_path / "zz*.mrc")])
     loop = tmp_path / "loop.mrc"
