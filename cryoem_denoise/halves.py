@@ -49,16 +49,20 @@ def _denoise(denoiser, data_cfg, section):
     return affine.inverse(denoiser.denoise(scaled))
 
 
-def output_paths(path_a, out_dir, suffix="_denoised"):
-    """``(average, report JSON, FRC figure)`` paths for the pair whose first half is ``path_a``."""
-    stem = Path(path_a).name
-    for ext in (".mrcs", ".mrc", ".map", ".st"):
-        if stem.lower().endswith(ext):
-            stem = stem[: -len(ext)]
-            break
+def output_paths(path_a, out_dir, suffix="_denoised", fmt="mrc"):
+    """``(average, report JSON, FRC figure)`` paths for the pair whose first half is
+    ``path_a``; the average in format ``fmt`` (the input's by default)."""
+    from cryoem_denoise import image_io
+
+    name = Path(path_a).name
+    ext = image_io._extension(name)
+    for comp in (".gz", ".bz2"):
+        if name.lower().endswith(comp):
+            name = name[: -len(comp)]
+    stem = name[: -len(ext)] if ext else name
     out_dir = Path(out_dir)
-    return (out_dir / f"{stem}{suffix}.mrc", out_dir / f"{stem}{suffix}_frc.json",
-            out_dir / f"{stem}{suffix}_frc.png")
+    return (out_dir / image_io.output_name(stem, suffix, fmt, path_a),
+            out_dir / f"{stem}{suffix}_frc.json", out_dir / f"{stem}{suffix}_frc.png")
 
 
 def denoise_half_pair(denoiser, data_cfg, path_a, path_b, out_dir, *, suffix="_denoised",
@@ -91,7 +95,10 @@ def denoise_half_pair(denoiser, data_cfg, path_a, path_b, out_dir, *, suffix="_d
     size = header_a.pixel_size
     if not size or getattr(header_a, "pixel_size_is_placeholder", False):
         size = pixel_size
-    out, report, figure = output_paths(path_a, out_dir, suffix)
+    fmt = getattr(header_a, "format", "mrc") or "mrc"
+    if fmt == "png" and len(sections_a) > 1:
+        fmt = "tiff"
+    out, report, figure = output_paths(path_a, out_dir, suffix, fmt)
     protected = (Path(path_a), Path(path_b))
     for p in (out, report, figure):
         if p.resolve() in {q.resolve() for q in protected}:
@@ -120,8 +127,11 @@ def denoise_half_pair(denoiser, data_cfg, path_a, path_b, out_dir, *, suffix="_d
     ax.set_title(f"{Path(path_a).name} / {Path(path_b).name}")
     ax.legend()
     kind = None if header_a.kind == "image" else header_a.kind
-    mrc.write_mrc(out, average, voxel_size=header_a.voxel_size, kind=kind, overwrite=overwrite,
-                  protected=protected, label=f"cryoem-denoise: average of denoised halves")
+    from cryoem_denoise import image_io
+
+    image_io.write_image(out, average, fmt, voxel_size=header_a.voxel_size, kind=kind,
+                         overwrite=overwrite, protected=protected,
+                         label="cryoem-denoise: average of denoised halves")
     from cryoem_denoise.atomic import write_text
 
     write_text(report, json.dumps({"halves": [str(path_a), str(path_b)], "pixel_size": size,
