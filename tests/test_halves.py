@@ -38,7 +38,7 @@ def test_halves_are_denoised_apart_and_averaged(halves, tiny_model, tmp_path):
                   "--noisy-halves", a, b, "--out", out)
     assert result.returncode == 0, result.stderr
     assert "FRC 0.143 of the halves" in result.stdout
-    average, header = mrc.read_sections(out / "even_denoised.mrc")
+    average, header = mrc.read_sections(out / "even_denoised.mrcs")  # the input's extension
     assert average.shape == (2, 128, 128) and header.pixel_size == pytest.approx(1.2)
     den, cfg = load_denoiser(tiny_model, InferenceConfig(64, 16, 16, "float32"))
     sa, sb = mrc.read_sections(a)[0], mrc.read_sections(b)[0]
