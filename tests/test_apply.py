@@ -27,6 +27,7 @@ def inputs(tmp_path, clean_mrc):
     return folder, image, stack, volume
 
 
+@pytest.mark.backends
 def test_apply_images_stacks_and_volumes(tiny_model, inputs, tmp_path):
     folder, image, stack, volume = inputs
     out = tmp_path / "out"
@@ -59,6 +60,7 @@ def test_apply_is_deterministic_and_float16(tiny_model, inputs, tmp_path):
     np.testing.assert_allclose(c, a, rtol=2e-3)
 
 
+@pytest.mark.backends
 def test_sigma_protocol_writes_noisy_and_metrics(tiny_model, inputs, tmp_path):
     folder, image, stack, _ = inputs
     out = tmp_path / "sigma"
@@ -166,6 +168,7 @@ def test_plan_checks_output_names(tmp_path):
     assert apply_files.split_name("emd_1.map.gz") == ("emd_1", ".map")
 
 
+@pytest.mark.backends
 def test_shipped_default_model_is_used_without_model(inputs, tmp_path):
     """The package ships a model (<= 20 MiB) that apply uses when --model is not given."""
     from cryoem_denoise import model_store

@@ -21,6 +21,7 @@ def _cfg(**kw):
     return ev.EvaluateConfig(**base)
 
 
+@pytest.mark.backends
 def test_evaluate_all_methods_tables_figures_and_resume(tiny_model, clean_stack, tmp_path):
     out = tmp_path / "ev"
     results = ev.evaluate([clean_stack], out, _cfg(), model_dir=tiny_model)
