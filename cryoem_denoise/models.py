@@ -87,6 +87,27 @@ class Conv2DTranspose(layers.Conv2DTranspose):
             return super().call(inputs)
         ops = keras.ops
         kernel = ops.transpose(self.kernel, (0, 1, 3, 2))  # (ky, kx, in, out)
+        shape = ops.shape(inputs)
+        if self.filters <= self.COMBINED_MAX_FILTERS:
+            out = self._one_convolution(inputs, kernel)
+        else:
+            out = self._four_convolutions(inputs, kernel)
+        out = ops.reshape(out, (shape[0], shape[1] * 2, shape[2] * 2, self.filters))
+        if self.use_bias:
+            out = out + self.bias
+        if self.activation is not None:
+            out = self.activation(out)
+        return out
+
+    #: Up to this many filters the four phases run as one 3x3 convolution with 4x the
+    #: filters (XLA:CPU is slow on convolutions with few output channels; measured 2.7x
+    #: faster at 16 filters, level at 32, slower from 64).
+    COMBINED_MAX_FILTERS = 32
+
+    @staticmethod
+    def _four_convolutions(inputs, kernel):
+        """One 2x2 convolution per output phase: ``(n, h, 2, w, 2, out)``."""
+        ops = keras.ops
         rows = []
         for a in (0, 1):
             cols = []
@@ -95,15 +116,34 @@ class Conv2DTranspose(layers.Conv2DTranspose):
                                   for ty in _PHASE_TAPS[a]])  # (2, 2, in, out)
                 padded = ops.pad(inputs, ((0, 0), (1 - a, a), (1 - b, b), (0, 0)))
                 cols.append(ops.conv(padded, taps, strides=1, padding="valid"))
-            rows.append(ops.stack(cols, axis=3))  # (n, h, w, 2[b], c)
-        out = ops.stack(rows, axis=2)  # (n, h, 2[a], w, 2[b], c)
-        shape = ops.shape(inputs)
-        out = ops.reshape(out, (shape[0], shape[1] * 2, shape[2] * 2, self.filters))
-        if self.use_bias:
-            out = out + self.bias
-        if self.activation is not None:
-            out = self.activation(out)
-        return out
+            rows.append(ops.stack(cols, axis=3))  # (n, h, w, 2[b], out)
+        return ops.stack(rows, axis=2)  # (n, h, 2[a], w, 2[b], out)
+
+    @staticmethod
+    def _one_convolution(inputs, kernel):
+        """All four phases as one 3x3 convolution with 4 x out filters, then interleaved."""
+        ops = keras.ops
+        zero = ops.zeros_like(kernel[0, 0])
+        rows = []
+        for kr in range(3):
+            cols = []
+            for kc in range(3):
+                phases = []
+                for a in (0, 1):
+                    for b in (0, 1):
+                        r, c = kr - a, kc - b
+                        inside = 0 <= r <= 1 and 0 <= c <= 1
+                        phases.append(kernel[_PHASE_TAPS[a][r], _PHASE_TAPS[b][c]] if inside
+                                      else zero)
+                cols.append(ops.stack(phases, axis=1))  # (in, 4[a, b], out)
+            rows.append(ops.stack(cols))
+        cin, cout = kernel.shape[2], kernel.shape[3]
+        taps = ops.reshape(ops.stack(rows), (3, 3, cin, 4 * cout))
+        padded = ops.pad(inputs, ((0, 0), (1, 1), (1, 1), (0, 0)))
+        y = ops.conv(padded, taps, strides=1, padding="valid")  # (n, h, w, 4 * out)
+        shape = ops.shape(y)
+        y = ops.reshape(y, (shape[0], shape[1], shape[2], 2, 2, cout))
+        return ops.transpose(y, (0, 1, 3, 2, 4, 5))  # (n, h, 2[a], w, 2[b], out)
 
 
 class _Inits:
