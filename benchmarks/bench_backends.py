@@ -82,7 +82,7 @@ def child_train(args):
     bare = args.batch * args.steps / (time.perf_counter() - t0)
     del trainer
 
-    paths = [datasets.sample_path(n) for n in datasets.MICROGRAPHS]
+    paths = [datasets.sample_path("epu2.9_example.mrc")]  # one micrograph: what a GPU node is sent
     with tempfile.TemporaryDirectory() as work:
         t0 = time.perf_counter()
         training.fit(cfg, paths, Path(work) / "m")

@@ -12,7 +12,7 @@ plat=(--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version "$PYVER" \
     --implementation cp "${plat[@]}" -d .whl \
     keras==3.15.1 optree namex mrcfile==1.5.4
-# the 4096² sample micrograph for the apply benchmark (from the checksummed cache)
-src=$(.venv/bin/cryoem-denoise fetch epu2.9_example.mrc fei-extended.mrc)
+# the 4096² sample micrograph (training data and apply input; from the checksummed cache)
+src=$(.venv/bin/cryoem-denoise fetch epu2.9_example.mrc)
 cp $src .device-data/
 du -sh .whl .device-data
