@@ -15,7 +15,9 @@ clean field:
 * ``noise2noise``: a model trained from scratch on the half pairs (``fit --noise2noise``);
 * ``self_supervised``: a model trained on the full exposures alone (``fit --self-supervised``);
 * ``ft_noise2noise`` / ``ft_self_supervised``: the shipped model fine-tuned each way
-  (``--init-from default``), with the same step budget.
+  (``--init-from default``), with the same step budget;
+* ``noise2noise_critic``: Noise2Noise with the WGAN critic switched on (``--critic``), to
+  measure what a critic judging against noisy targets does.
 
 Models trained on halves denoise each half and average them (``apply --noisy-halves``);
 the others denoise the full exposure. A denoised image is compared with the clean field
@@ -48,7 +50,13 @@ from cryoem_denoise.intensity import to_unit255  # noqa: E402
 from cryoem_denoise.simulate import Simulator, load_structure  # noqa: E402
 
 METHODS = ("bm3d", "supervised", "noise2noise", "self_supervised", "ft_noise2noise",
-           "ft_self_supervised")
+           "ft_self_supervised", "noise2noise_critic")
+#: Methods that train a model: (data mode, start from the shipped model, critic).
+TRAINED = {"noise2noise": ("noise2noise", False, False),
+           "self_supervised": ("self_supervised", False, False),
+           "ft_noise2noise": ("noise2noise", True, False),
+           "ft_self_supervised": ("self_supervised", True, False),
+           "noise2noise_critic": ("noise2noise", False, True)}
 
 
 def affine_fit(image, reference):
@@ -86,14 +94,14 @@ def write_stack(path, arrays):
     return path
 
 
-def train(kind, h1, h2, full, out, steps, batch, init):
+def train(kind, h1, h2, full, out, steps, batch, init, critic=False):
     from cryoem_denoise.config import FitConfig
 
     cfg = FitConfig()
     cfg.model = model_store.load_config(model_store.default_model_dir()).model
     cfg.train.steps, cfg.train.batch_size = steps, batch
     cfg.train.log_every = cfg.train.validate_every = cfg.train.checkpoint_every = steps
-    cfg.train.adversarial = False
+    cfg.train.adversarial = critic
     cfg.data.swap_pairs = True
     cfg.data.validation_fraction = 0.0
     cfg.train.init_from = "default" if init else None
@@ -115,6 +123,8 @@ def main():
     ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--seed", type=int, default=11)
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    ap.add_argument("--result", default="real_noise", help="results/RESULT.json")
     args = ap.parse_args()
 
     sim = SimulationConfig(pixel_size=args.pixel_size, field=args.field, particles=6)
@@ -134,15 +144,15 @@ def main():
         h2 = write_stack(work / f"h2_{dose:g}.mrcs", [p[1] for p in pairs])
         full = write_stack(work / f"full_{dose:g}.mrcs", [p[0] + p[1] for p in pairs])
         models = {"supervised": shipped}
-        for kind in ("noise2noise", "self_supervised"):
-            for init in (False, True):
-                name = ("ft_" if init else "") + kind
-                t0 = time.perf_counter()
-                train(kind, h1, h2, full, work / f"{name}_{dose:g}", args.steps, args.batch, init)
-                print(f"dose {dose:g}: trained {name} in {time.perf_counter() - t0:.0f} s",
-                      flush=True)
-                models[name] = work / f"{name}_{dose:g}"
-        for method in METHODS:
+        for name in (m for m in args.methods if m in TRAINED):
+            kind, init, critic = TRAINED[name]
+            t0 = time.perf_counter()
+            train(kind, h1, h2, full, work / f"{name}_{dose:g}", args.steps, args.batch, init,
+                  critic)
+            print(f"dose {dose:g}: trained {name} in {time.perf_counter() - t0:.0f} s",
+                  flush=True)
+            models[name] = work / f"{name}_{dose:g}"
+        for method in args.methods:
             scores = []
             for k, (a, b) in enumerate(pairs):
                 if method == "bm3d":
@@ -160,7 +170,7 @@ def main():
             rows.append(row)
             print(json.dumps(row), flush=True)
         if dose == args.doses[len(args.doses) // 2]:  # the real micrograph: middle dose's models
-            for method in METHODS:
+            for method in args.methods:
                 out = bm3d_estimated(real_crop)[0] if method == "bm3d" else \
                     run_model(models[method], real_crop)
                 spectral[method] = {
@@ -168,13 +178,13 @@ def main():
                     "high_freq_ratio": metrics.high_frequency_power(out) /
                     metrics.high_frequency_power(real_crop)}
                 print(method, json.dumps(spectral[method]), flush=True)
-    print("\n| dose e/px | noisy | " + " | ".join(METHODS) + " |")
-    print("|---|---|" + "---|" * len(METHODS))
+    print("\n| dose e/px | noisy | " + " | ".join(args.methods) + " |")
+    print("|---|---|" + "---|" * len(args.methods))
     for dose in args.doses:
         r = {x["method"]: x for x in rows if x["dose"] == dose}
-        print(f"| {dose:g} | {r['bm3d']['psnr_noisy']:.2f} | " + " | ".join(
-            f"{r[m]['psnr']:.2f} / {r[m]['ssim']:.3f}" for m in METHODS) + " |")
-    path = save("real_noise", {"args": vars(args), "seed": args.seed, "rows": rows,
+        print(f"| {dose:g} | {r[args.methods[0]]['psnr_noisy']:.2f} | " + " | ".join(
+            f"{r[m]['psnr']:.2f} / {r[m]['ssim']:.3f}" for m in args.methods) + " |")
+    path = save(args.result, {"args": vars(args), "seed": args.seed, "rows": rows,
                                "real_micrograph_spectral": spectral,
                                "seconds": time.perf_counter() - started,
                                "simulation": sim.to_dict()})

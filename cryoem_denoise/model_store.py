@@ -86,19 +86,9 @@ def prepare_new(model_dir, *, overwrite=False):
     ------
     OutputError
         The folder cannot be created or written, or already holds a model and
-        ``overwrite`` is not set.
+        ``overwrite`` is not set (see :func:`check_new`).
     """
-    model_dir = Path(model_dir)
-    if model_dir.exists() and not model_dir.is_dir():
-        raise OutputError("exists and is not a folder", model_dir)
-    if (model_dir / CONFIG).exists() and not overwrite:
-        if (model_dir / WEIGHTS).exists():
-            raise OutputError("already holds a model (use --resume to continue it, or "
-                              "--overwrite)", model_dir)
-        if checkpoint_paths(model_dir):
-            raise OutputError("holds an unfinished run (use --resume to continue it, or "
-                              "--overwrite)", model_dir)
-        # a run stopped before its first checkpoint: nothing to lose, start afresh
+    model_dir = check_new(model_dir, overwrite=overwrite)
     try:
         model_dir.mkdir(parents=True, exist_ok=True)
         (model_dir / CHECKPOINTS).mkdir(exist_ok=True)

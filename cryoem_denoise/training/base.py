@@ -16,6 +16,7 @@ stream, behind one interface that the loop (:mod:`~cryoem_denoise.training.loop`
     checkpoints: the same arrays, in the same order, on every backend.
 """
 
+import abc
 import contextlib
 
 import numpy as np
@@ -43,7 +44,7 @@ def make_optimizer(name, lr, beta1, mixed_float16):
     return opt
 
 
-class Trainer:
+class Trainer(abc.ABC):
     """Generator, critic and optimisers of a run.
 
     Parameters
@@ -92,14 +93,17 @@ class Trainer:
             v.assign(keras.ops.clip(v.value, -c, c))
 
     # -- the interface the loop uses -----------------------------------------------------
-    def train_step(self, noisy, clean):  # pragma: no cover - implemented by the backends
-        raise NotImplementedError
+    @abc.abstractmethod
+    def train_step(self, noisy, clean):
+        """One step on an explicit batch on [0, 255]; the losses as device scalars."""
 
-    def start(self, image_set, start_step):  # pragma: no cover
-        raise NotImplementedError
+    @abc.abstractmethod
+    def start(self, image_set, start_step):
+        """Prepare the run's own data stream, from step ``start_step`` on."""
 
-    def step(self, step):  # pragma: no cover
-        raise NotImplementedError
+    @abc.abstractmethod
+    def step(self, step):
+        """One step on the run's crops of step ``step``; the losses as device scalars."""
 
     def sync(self):
         """Make the Keras variables hold the current state (a no-op where they always do)."""

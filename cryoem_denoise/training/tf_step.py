@@ -56,8 +56,12 @@ class TFTrainer(Trainer):
         self.strategy = strategy or make_strategy(cfg.train.strategy)
         super().__init__(cfg, self.strategy.scope, self.strategy.num_replicas_in_sync,
                          sync_batch_norm=True)
-        self.train_step = tf.function(self._train_step)
+        self._compiled_step = tf.function(self._train_step)
         self._batches = None
+
+    def train_step(self, noisy, clean):
+        """One step on a (distributed) batch of ``n_critic * batch_size`` crops on [0, 255]."""
+        return self._compiled_step(noisy, clean)
 
     # -- data ----------------------------------------------------------------------------
     def start(self, image_set, start_step):
