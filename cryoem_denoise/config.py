@@ -18,6 +18,7 @@ PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")
 DATA_MODES = ("clean", "pairs", "noise2noise", "self_supervised")
+UPSAMPLING = ("transpose", "resize")
 
 #: The paper's Table 2 optimiser experiments: (G optimiser, G lr, D optimiser, D lr).
 EXPERIMENTS = {
@@ -46,6 +47,10 @@ class ModelConfig:
     dropout: float = 0.5            # on the first `dropout_blocks` decoder blocks
     dropout_blocks: int = 3
     residual: bool = False          # global residual: output = input - predicted noise
+    # decoder upsampling: 'transpose' (pix2pix: 4x4 stride-2 transposed convolution) or
+    # 'resize' (nearest-neighbour x2, then a 3x3 convolution: no checkerboard pattern)
+    upsample: str = "transpose"
+    full_resolution: bool = False   # a 3x3 stem and head at full resolution around the U-Net
     ndf: int = 64                   # critic filters in the first layer
     critic_layers: int = 3          # PatchGAN n_layers (3 -> 70x70 receptive field)
     critic_conditional: bool = True  # critic sees (noisy, candidate) channel-concatenated
@@ -59,6 +64,8 @@ class ModelConfig:
                 raise ConfigError(f"model {name} must be at least 1")
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.upsample not in UPSAMPLING:
+            raise ConfigError(f"upsample must be one of {', '.join(UPSAMPLING)}, got {self.upsample!r}")
         if self.critic_norm not in ("batch", "none"):
             raise ConfigError(f"critic_norm must be 'batch' or 'none', got {self.critic_norm!r}")
         if self.critic_layers < 1:

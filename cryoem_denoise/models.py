@@ -169,6 +169,18 @@ def _filters(cfg_ngf, level, max_mult):
     return cfg_ngf * min(2 ** level, max_mult)
 
 
+def _upsample(x, filters, name, use_bias, init, cfg):
+    """x2 upsampling of the decoder: pix2pix's transposed convolution, or (``'resize'``)
+    nearest-neighbour resizing then a 3x3 convolution, whose output has no checkerboard
+    (Odena et al., "Deconvolution and checkerboard artifacts", Distill 2016)."""
+    if cfg.upsample == "resize":
+        x = layers.UpSampling2D(2, interpolation="nearest")(x)
+        return layers.Conv2D(filters, 3, padding="same", use_bias=use_bias,
+                             kernel_initializer=init.normal(), name=name)(x)
+    return Conv2DTranspose(filters, 4, strides=2, padding="same", use_bias=use_bias,
+                           kernel_initializer=init.normal(), name=name)(x)
+
+
 def build_generator(cfg, sync_batch_norm=False, seed=None, initialize=True):
     """The pix2pix U-Net of ``cfg`` (a :class:`~cryoem_denoise.config.ModelConfig`).
 
@@ -180,6 +192,10 @@ def build_generator(cfg, sync_batch_norm=False, seed=None, initialize=True):
     init = _Inits(seed, 1, initialize)
     inputs = keras.Input((None, None, cfg.channels), name="noisy")
     x = inputs
+    if cfg.full_resolution:  # features at the input's own resolution, kept for the head
+        stem = layers.Conv2D(cfg.ngf, 3, padding="same", kernel_initializer=init.normal(),
+                             name="stem")(x)
+        x = layers.LeakyReLU(0.2)(stem)
     skips = []
     for level in range(cfg.depth):
         if level > 0:
@@ -191,16 +207,20 @@ def build_generator(cfg, sync_batch_norm=False, seed=None, initialize=True):
         skips.append(x)
     for i, level in enumerate(range(cfg.depth - 2, -1, -1)):
         x = layers.ReLU()(x)
-        x = Conv2DTranspose(_filters(cfg.ngf, level, cfg.max_mult), 4, strides=2,
-                                   padding="same", use_bias=False, kernel_initializer=init.normal(),
-                                   name=f"dec{i + 1}")(x)
+        x = _upsample(x, _filters(cfg.ngf, level, cfg.max_mult), f"dec{i + 1}", False, init, cfg)
         x = init.batch_norm(sync_batch_norm)(x)
         if i < cfg.dropout_blocks and cfg.dropout > 0:
             x = layers.Dropout(cfg.dropout, seed=None if seed is None else seed + i)(x)
         x = layers.Concatenate()([x, skips[level]])
     x = layers.ReLU()(x)
-    x = Conv2DTranspose(cfg.channels, 4, strides=2, padding="same",
-                               kernel_initializer=init.normal(), name="out_conv")(x)
+    if cfg.full_resolution:
+        x = _upsample(x, cfg.ngf, "up_full", False, init, cfg)
+        x = init.batch_norm(sync_batch_norm)(x)
+        x = layers.ReLU()(layers.Concatenate()([x, stem]))
+        x = layers.Conv2D(cfg.channels, 3, padding="same", kernel_initializer=init.normal(),
+                          name="out_conv")(x)
+    else:
+        x = _upsample(x, cfg.channels, "out_conv", True, init, cfg)
     if cfg.residual:
         noise = layers.Activation("linear", dtype="float32", name="noise")(x)
         outputs = layers.Subtract(dtype="float32", name="denoised")(
@@ -246,7 +266,7 @@ def generator_flops(cfg, height=None, width=None):
     h = height or cfg.tile
     w = width or cfg.tile
     flops = 0
-    cin = cfg.channels
+    cin = cfg.ngf if cfg.full_resolution else cfg.channels
     sizes = []
     for level in range(cfg.depth):
         h, w = h // 2, w // 2
@@ -254,12 +274,23 @@ def generator_flops(cfg, height=None, width=None):
         flops += 2 * h * w * cout * cin * 16
         sizes.append(cout)
         cin = cout
+
+    def up(h, w, cout, cin):  # h, w: output size
+        if cfg.upsample == "resize":
+            return 2 * h * w * cout * cin * 9
+        return 2 * (h // 2) * (w // 2) * cout * cin * 16  # transposed conv: per input pixel
+
     for level in range(cfg.depth - 2, -1, -1):
         h, w = h * 2, w * 2
         cout = _filters(cfg.ngf, level, cfg.max_mult)
-        flops += 2 * (h // 2) * (w // 2) * cout * cin * 16  # transposed conv: per input pixel
+        flops += up(h, w, cout, cin)
         cin = cout + sizes[level]
-    flops += 2 * h * w * cfg.channels * cin * 16
+    h, w = h * 2, w * 2
+    if cfg.full_resolution:
+        flops += 2 * h * w * cfg.ngf * cfg.channels * 9            # stem
+        flops += up(h, w, cfg.ngf, cin) + 2 * h * w * cfg.channels * 2 * cfg.ngf * 9  # head
+    else:
+        flops += up(h, w, cfg.channels, cin)
     return flops
 
 

@@ -59,3 +59,28 @@ def test_transposed_convolution_equals_keras(bias):
     x = np.random.default_rng(0).normal(size=(2, 7, 6, 5)).astype("float32")
     np.testing.assert_allclose(keras.ops.convert_to_numpy(b(x)), keras.ops.convert_to_numpy(a(x)),
                                atol=1e-5)
+
+
+@pytest.mark.backends
+def test_resize_upsampling_and_full_resolution_add_no_checkerboard():
+    """On a constant image, pix2pix's transposed convolutions leave a period-2 pattern (power
+    on the Nyquist lines); nearest-neighbour resize + convolution, or a full-resolution head,
+    leave (almost) none."""
+    import keras
+    import numpy as np
+
+    from cryoem_denoise.metrics import nyquist_power
+
+    power = {}
+    for up in ("transpose", "resize"):
+        for full in (False, True):
+            cfg = ModelConfig(tile=64, ngf=8, depth=6, upsample=up, full_resolution=full)
+            gen = build_generator(cfg, seed=0)
+            x = np.full((1, 128, 128, 1), 0.3, np.float32)
+            out = keras.ops.convert_to_numpy(gen(x, training=False))[0, 16:-16, 16:-16, 0]
+            assert out.shape == (96, 96)
+            assert generator_flops(cfg) > 0
+            power[up, full] = nyquist_power(out)
+    assert power["resize", False] < 1e-6 * power["transpose", False]
+    assert power["transpose", True] < 1e-2 * power["transpose", False]
+    assert build_generator(ModelConfig()).count_params() == 54_419_713  # the paper's, unchanged

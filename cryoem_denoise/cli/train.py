@@ -10,6 +10,7 @@ from cryoem_denoise.cli.common import cli, quiet_tensorflow, warn_precision
 _FIT_OPTIONS = {
     "tile": ("model", "tile"), "ngf": ("model", "ngf"), "depth": ("model", "depth"),
     "ndf": ("model", "ndf"), "dropout": ("model", "dropout"), "residual": ("model", "residual"),
+    "upsample": ("model", "upsample"), "full_resolution": ("model", "full_resolution"),
     "critic_layers": ("model", "critic_layers"),
     "critic_conditional": ("model", "critic_conditional"),
     "sigma": ("data", "sigma"), "intensity": ("data", "intensity"), "augment": ("data", "augment"),
@@ -87,6 +88,11 @@ def _build_fit_config(base, experiment, options):
               help="Critic sees the noisy input too  [conditional]")
 @click.option("--dropout", type=float, help="Decoder dropout  [0.5]")
 @click.option("--residual/--no-residual", default=None, help="Global residual learning  [off]")
+@click.option("--upsample", type=click.Choice(["transpose", "resize"]),
+              help="Decoder upsampling: pix2pix's transposed convolution, or nearest-neighbour "
+                   "resize + 3x3 convolution (no checkerboard)  [transpose]")
+@click.option("--full-resolution/--no-full-resolution", "full_resolution", default=None,
+              help="A 3x3 stem and head at the input's resolution around the U-Net  [off]")
 @click.option("--g-optimizer", type=click.Choice(["adam", "sgd", "rmsprop"]), help="[adam]")
 @click.option("--g-lr", type=float, help="Generator learning rate  [1e-4]")
 @click.option("--d-optimizer", type=click.Choice(["adam", "sgd", "rmsprop"]), help="[sgd]")
