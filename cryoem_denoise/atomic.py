@@ -1,7 +1,7 @@
 """Atomic, no-clobber output files.
 
 Every file the project writes goes through :func:`atomic_output`: the content is written to
-a temporary file in the destination folder (``.NAME.XXXXXXXX.part``) and only then moved to
+a temporary file in the destination folder (``.NAME.<random>.part``) and only then moved to
 its name, so a crash, a full disk or an interrupt never leaves a truncated output behind. An
 existing file is kept unless ``overwrite`` is set, and a path that is one of the run's inputs
 is never written.
