@@ -117,13 +117,9 @@ def parse_shard(text):
 
 
 def split_name(path):
-    """``'emd_1.map.gz'`` → ``('emd_1', '.map')``: stem and MRC extension."""
-    name = Path(path).name
-    for comp in (".gz", ".bz2"):
-        if name.lower().endswith(comp):
-            name = name[: -len(comp)]
-    stem, dot, ext = name.rpartition(".")
-    return (stem, "." + ext) if dot and stem else (name, ".mrc")
+    """``'emd_1.map.gz'`` → ``('emd_1', '.map')``: stem and extension (``.mrc`` if none)."""
+    stem, ext = image_io.split_name(path)
+    return stem, ext or ".mrc"
 
 
 def plan_jobs(files, options):

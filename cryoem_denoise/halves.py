@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from cryoem_denoise import metrics, mrc
-from cryoem_denoise.errors import InputError, OutputError
+from cryoem_denoise.errors import OutputError
 from cryoem_denoise.intensity import to_unit255
 
 
@@ -31,18 +31,6 @@ class HalfPairResult:
     sections: list  # per section: {'raw': FrcResolution dict, 'denoised': ...}
 
 
-def check_pair(header_a, header_b, path_b):
-    """Raise :class:`InputError` unless two halves have one shape and one pixel size."""
-    if header_a.shape != header_b.shape:
-        raise InputError(f"shape {header_b.shape} differs from the other half's {header_a.shape}",
-                         path_b)
-    pa, pb = header_a.pixel_size, header_b.pixel_size
-    placeholder = (getattr(header_a, "pixel_size_is_placeholder", False)
-                   or getattr(header_b, "pixel_size_is_placeholder", False))
-    if pa and pb and not placeholder and abs(pa - pb) > 1e-3 * pa:
-        raise InputError(f"pixel size {pb:g} Å differs from the other half's {pa:g} Å", path_b)
-
-
 def _denoise(denoiser, data_cfg, section):
     scaled, affine = to_unit255(np.asarray(section, np.float32), data_cfg.intensity,
                                 data_cfg.percentiles)
@@ -54,12 +42,7 @@ def output_paths(path_a, out_dir, suffix="_denoised", fmt="mrc"):
     ``path_a``; the average in format ``fmt`` (the input's by default)."""
     from cryoem_denoise import image_io
 
-    name = Path(path_a).name
-    ext = image_io._extension(name)
-    for comp in (".gz", ".bz2"):
-        if name.lower().endswith(comp):
-            name = name[: -len(comp)]
-    stem = name[: -len(ext)] if ext else name
+    stem, _ = image_io.split_name(path_a)
     out_dir = Path(out_dir)
     return (out_dir / image_io.output_name(stem, suffix, fmt, path_a),
             out_dir / f"{stem}{suffix}_frc.json", out_dir / f"{stem}{suffix}_frc.png")
@@ -89,13 +72,13 @@ def denoise_half_pair(denoiser, data_cfg, path_a, path_b, out_dir, *, suffix="_d
 
     sections_a, header_a = mrc.read_sections(path_a)
     sections_b, header_b = mrc.read_sections(path_b)
-    check_pair(header_a, header_b, path_b)
+    mrc.check_same_geometry(header_a, header_b, path_b, "the other half's")
     mrc.check_sections(sections_a, path_a)
     mrc.check_sections(sections_b, path_b)
     size = header_a.pixel_size
-    if not size or getattr(header_a, "pixel_size_is_placeholder", False):
+    if header_a.pixel_size_is_placeholder:
         size = pixel_size
-    fmt = getattr(header_a, "format", "mrc") or "mrc"
+    fmt = header_a.format
     if fmt == "png" and len(sections_a) > 1:
         fmt = "tiff"
     out, report, figure = output_paths(path_a, out_dir, suffix, fmt)

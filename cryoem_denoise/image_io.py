@@ -344,19 +344,21 @@ def output_name(stem, suffix, fmt, source):
     The input's own extension is kept when it is of the same format (``.mrcs`` stays
     ``.mrcs``, ``.tiff`` stays ``.tiff``); otherwise the format's usual one is used.
     """
-    src_ext = _extension(source)
+    src_ext = split_name(source)[1]
     if format_of_name(source) == fmt and src_ext:
         return f"{stem}{suffix}{src_ext}"
     return f"{stem}{suffix}{DEFAULT_SUFFIX[fmt]}"
 
 
-def _extension(path):
+def split_name(path):
+    """``'emd_1.map.gz'`` → ``('emd_1', '.map')``: stem and extension (compression dropped;
+    ``''`` where there is no extension)."""
     name = Path(path).name
     for comp in (".gz", ".bz2"):
         if name.lower().endswith(comp):
             name = name[: -len(comp)]
     stem, dot, ext = name.rpartition(".")
-    return "." + ext if dot and stem else ""
+    return (stem, "." + ext) if dot and stem else (name, "")
 
 
 def check_output_format(fmt, shape, path=None):

@@ -480,6 +480,18 @@ def read_sections(path):
         return np.array(data), header
 
 
+def check_same_geometry(header, other, path, whose="its pair's"):
+    """Raise :class:`InputError` unless ``other`` (read from ``path``) has ``header``'s shape
+    and, where both headers give a real one (not 0 or 1.0 Å), its pixel size."""
+    if other.shape != header.shape:
+        raise InputError(f"shape {other.shape} differs from {whose} {header.shape}", path)
+    if header.pixel_size_is_placeholder or other.pixel_size_is_placeholder:
+        return
+    pa, pb = header.pixel_size, other.pixel_size
+    if abs(pa - pb) > 1e-3 * pa:
+        raise InputError(f"pixel size {pb:g} Å differs from {whose} {pa:g} Å", path)
+
+
 def check_section(section, path=None, index=None):
     """Raise :class:`InputError` if a 2D section holds non-finite or constant pixels."""
     where = "" if index is None else f"section {index}: "

@@ -125,13 +125,7 @@ def load_images(paths, data_cfg, tile, noisy_paths=None):
         noisy_sections = None
         if noisy_paths is not None:
             noisy_sections, nheader = mrc.read_sections(noisy_paths[k])
-            if nheader.shape != header.shape:
-                raise InputError(f"shape {nheader.shape} differs from its pair's {header.shape}",
-                                 noisy_paths[k])
-            if _pixel_size(nheader) and _pixel_size(header) and \
-                    abs(_pixel_size(nheader) - _pixel_size(header)) > 1e-3 * _pixel_size(header):
-                raise InputError(f"pixel size {_pixel_size(nheader):g} Å differs from its pair's "
-                                 f"{_pixel_size(header):g} Å", noisy_paths[k])
+            mrc.check_same_geometry(header, nheader, noisy_paths[k])
         for i, sec in enumerate(sections):
             index = i if len(sections) > 1 else None
             name = f"{Path(path).name}[{i}]" if index is not None else Path(path).name
@@ -145,14 +139,6 @@ def load_images(paths, data_cfg, tile, noisy_paths=None):
                 noisy = _scale_like(noisy_sections[i], sec, data_cfg)
             images.append(Image(name, clean, noisy, str(path)))
     return images
-
-
-def _pixel_size(header):
-    try:
-        size = float(header.voxel_size[0])
-    except (AttributeError, TypeError, IndexError):
-        return None
-    return size if size > 0 and size != 1.0 else None  # 0 and 1 Å are placeholders
 
 
 #: The ordered pairs of edge-sharing pixels of a 2x2 cell (positions 0 1 / 2 3).
