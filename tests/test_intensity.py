@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from cryoem_denoise.errors import ConfigError, InputError
-from cryoem_denoise.intensity import Affine, to_unit255
+from cryoem_denoise.intensity import (METHODS, ROBUST_CENTRE, ROBUST_SPREAD, Affine, intensity_range,
+                                      robust_stats, stride_sample, to_unit255)
 
 
 def test_minmax_maps_to_0_255_and_back():
@@ -47,3 +48,89 @@ def test_bad_options():
         to_unit255(img, "zscore")
     with pytest.raises(ConfigError, match="percentiles"):
         to_unit255(img, "percentile", (50, 10))
+
+
+# -- 'robust' --------------------------------------------------------------------------------
+def _micrograph(shape=(300, 300), seed=0):
+    """A noisy 'micrograph' in file units: a weak smooth signal under Gaussian noise of 600."""
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(seed)
+    signal = gaussian_filter(rng.normal(size=shape), 3) * 2000
+    return (5000 + signal + rng.normal(0, 600, shape)).astype(np.float32)
+
+
+def _robust_std(x):
+    return 1.4826 * np.median(np.abs(x - np.median(x)))
+
+
+def test_robust_maps_median_and_robust_std_to_the_training_level():
+    assert "robust" in METHODS
+    img = _micrograph()
+    scaled, affine = to_unit255(img, "robust")
+    assert np.median(scaled) == pytest.approx(ROBUST_CENTRE, abs=1e-3)
+    assert _robust_std(scaled) == pytest.approx(ROBUST_SPREAD, rel=1e-3)
+    centre, spread = robust_stats(img)
+    assert affine.low == pytest.approx(centre - ROBUST_CENTRE / ROBUST_SPREAD * spread)
+    assert affine.high == pytest.approx(centre + (255 - ROBUST_CENTRE) / ROBUST_SPREAD * spread)
+
+
+def test_robust_ignores_hot_pixels_and_dark_contamination():
+    img = _micrograph()
+    _, clean = to_unit255(img, "robust")
+    bad = img.copy()
+    bad[tuple(np.random.default_rng(1).integers(0, 300, (2, 20)))] = 1e6  # 20 hot pixels
+    bad[:60, :75] = 300.0                                             # dark blob, 5 % of the area
+    bad[-1, :] = 0.0                                                   # a dead row
+    scaled, affine = to_unit255(bad, "robust")
+    assert affine.gain == pytest.approx(clean.gain, rel=0.1)
+    # the bulk stays where it was on the [0, 255] scale
+    bulk = np.ones(img.shape, bool)
+    bulk[:60, :75] = bulk[-1] = False
+    assert np.median(scaled[bulk]) == pytest.approx(ROBUST_CENTRE, abs=0.1 * ROBUST_SPREAD)
+    assert _robust_std(scaled[bulk]) == pytest.approx(ROBUST_SPREAD, rel=0.1)
+    # min-max and percentile scaling are squeezed by the same defects
+    for method in ("minmax", "percentile"):
+        assert Affine(*intensity_range(bad, method)).gain < 0.7 * Affine(*intensity_range(img, method)).gain
+
+
+def test_robust_is_an_exact_affine_and_clips_nothing():
+    img = _micrograph()
+    img[7, 9] = 1e5   # hot: far above 255 once scaled
+    img[3, 4] = -1e4  # far below 0
+    scaled, affine = to_unit255(img, "robust")
+    assert scaled.dtype == np.float32
+    assert scaled[7, 9] > 255 and scaled[3, 4] < 0
+    np.testing.assert_allclose(scaled, affine.forward(img))
+    np.testing.assert_allclose(affine.inverse(scaled), img, rtol=1e-5, atol=1e-3)
+    assert affine.sigma_to_units(ROBUST_SPREAD) == pytest.approx(robust_stats(img)[1], rel=1e-6)
+
+
+def test_robust_on_a_memmap_reads_a_stride_sample(tmp_path):
+    shape = (1100, 1030)  # over 2**20 pixels: stride 2
+    mm = np.lib.format.open_memmap(tmp_path / "big.npy", mode="w+", dtype=np.float32, shape=shape)
+    mm[:] = _micrograph(shape, seed=3)
+    mm.flush()
+    mm = np.load(tmp_path / "big.npy", mmap_mode="r")
+    assert stride_sample(mm).shape == (550, 515)
+    low, high = intensity_range(mm, "robust")
+    assert (low, high) == intensity_range(np.array(mm), "robust")  # same, and repeatable
+    # the sample's statistics are the whole image's
+    full = np.asarray(mm, np.float64)
+    centre = np.median(full)
+    spread = _robust_std(full)
+    assert (low + high) / 2 == pytest.approx(centre + (127.5 - ROBUST_CENTRE) / ROBUST_SPREAD * spread,
+                                             rel=1e-3)
+    assert (high - low) == pytest.approx(255 / ROBUST_SPREAD * spread, rel=0.01)
+
+
+def test_robust_falls_back_to_std_for_sparse_counts_and_refuses_constant_images():
+    counts = np.random.default_rng(2).poisson(0.3, (64, 64)).astype(np.uint16)  # MAD is 0
+    low, high = intensity_range(counts, "robust")
+    assert high - low == pytest.approx(255 / ROBUST_SPREAD * counts.std(), rel=1e-6)
+    with pytest.raises(InputError, match="constant image"):
+        to_unit255(np.full((8, 8), 7.0), "robust")
+    with pytest.raises(InputError, match="non-finite"):
+        to_unit255(np.array([[1.0, np.nan], [2.0, 3.0]]), "robust")
+    with pytest.raises(InputError, match="empty"):
+        to_unit255(np.zeros((0, 4)), "robust")
