@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from cryoem_denoise.errors import ConfigError, InputError
-from cryoem_denoise.noise import (SigmaSpec, add_gaussian_noise, add_gaussian_noise_tf,
+from cryoem_denoise.noise import (SigmaSpec, add_gaussian_noise, add_gaussian_noise_tf, estimate_sigma,
                                   expected_counts, shot_noise)
 
 
@@ -134,3 +134,55 @@ def test_bad_contrast_and_fields():
     bad[3, 3] = np.nan
     with pytest.raises(InputError, match="non-finite"):
         shot_noise(bad, 5, 0)
+
+
+# -- estimate_sigma --------------------------------------------------------------------------
+@pytest.mark.parametrize("sigma", [10, 25, 40, 80])
+def test_estimate_sigma_finds_the_noise_under_a_clean_field(sigma):
+    for seed in range(3):
+        clean = _field((256, 256), seed)
+        noisy, _ = add_gaussian_noise(clean, sigma, 100 + seed)
+        assert estimate_sigma(noisy) == pytest.approx(sigma, rel=0.05)
+
+
+def test_estimate_sigma_of_a_clean_field_is_small_and_follows_the_scale():
+    clean = _field((256, 256))
+    assert estimate_sigma(clean) < 1.0
+    noisy, _ = add_gaussian_noise(clean, 20, 5)
+    s = estimate_sigma(noisy)
+    assert isinstance(s, float)
+    assert estimate_sigma(noisy * 1000 + 5e4) == pytest.approx(1000 * s, rel=1e-6)
+
+
+def test_estimate_sigma_on_a_large_memmap_is_fast_sampled_and_deterministic(tmp_path):
+    shape = (2100, 1900)  # over 2**20 pixels: estimated from 256 x 256 blocks
+    mm = np.lib.format.open_memmap(tmp_path / "big.npy", mode="w+", dtype=np.float32, shape=shape)
+    for y in range(0, shape[0], 700):
+        mm[y:y + 700] = 120 + np.random.default_rng(y).normal(0, 30, (700, shape[1]))
+    mm.flush()
+    mm = np.load(tmp_path / "big.npy", mmap_mode="r")
+    s = estimate_sigma(mm)
+    assert s == pytest.approx(30, rel=0.03)
+    assert estimate_sigma(mm) == s == estimate_sigma(np.array(mm))
+    assert estimate_sigma(mm, max_pixels=mm.size) == pytest.approx(30, rel=0.01)
+
+
+def test_estimate_sigma_ignores_hot_pixels_and_contamination():
+    clean = _field((256, 256))
+    noisy, _ = add_gaussian_noise(clean, 25, 9)
+    bad = noisy.copy()
+    bad[tuple(np.random.default_rng(1).integers(0, 256, (2, 30)))] = 5000  # hot pixels
+    bad[:40, :60] = -300                                                    # flat dark blob
+    assert estimate_sigma(bad) == pytest.approx(estimate_sigma(noisy), rel=0.05)
+
+
+@pytest.mark.parametrize("image,match", [
+    (np.zeros(16), "2D image"),
+    (np.zeros((4, 8, 8)), "2D image"),
+    (np.zeros((2, 50)), "too small"),
+    (np.array([[1.0, np.nan, 2.0]] * 3), "non-finite"),
+])
+def test_estimate_sigma_bad_images(image, match):
+    with pytest.raises(InputError, match=match) as info:
+        estimate_sigma(image)
+    assert "\n" not in str(info.value)
