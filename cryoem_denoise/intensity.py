@@ -81,10 +81,15 @@ def stride_sample(image, max_pixels=ROBUST_MAX_PIXELS):
     only every ``s``-th row is read. An image that fits is returned whole.
     """
     image = np.asanyarray(image)
-    stride = 1
-    while image.size and np.prod([-(-n // stride) for n in image.shape]) > max_pixels:
-        stride += 1
+    stride = _stride(image.shape, max_pixels)
     return np.array(image[(slice(None, None, stride),) * image.ndim])
+
+
+def _stride(shape, max_pixels):
+    stride = 1
+    while np.prod(shape) and np.prod([-(-n // stride) for n in shape]) > max_pixels:
+        stride += 1
+    return stride
 
 
 def robust_stats(image, max_pixels=ROBUST_MAX_PIXELS):
@@ -163,3 +168,75 @@ def to_unit255(image, method="minmax", percentiles=(0.1, 99.9)):
     if method == "percentile":
         np.clip(scaled, 0.0, SCALE_MAX, out=scaled)
     return scaled, affine
+
+
+def background(image, scale=512.0, max_pixels=2 ** 22):
+    """The smooth background of a 2D image (ice thickness gradient, uneven illumination).
+
+    Not used by any method: a caller that wants it subtracts it before scaling and denoising
+    and adds the same array back to the result, so the output's units are unchanged.
+    Medians of blocks ``scale / 4`` pixels on a side (of a :func:`stride_sample` of at most
+    ``max_pixels``) are interpolated bilinearly back to the full size (extrapolated linearly
+    beyond the outer block centres), so a plane is returned as it is. Medians ignore hot
+    pixels and contamination covering less than half a block; a larger contaminated area is
+    partly followed as background.
+
+    Parameters
+    ----------
+    image : array_like
+        One 2D image (a memory map is read only through the stride sample).
+    scale : float
+        Smallest feature size, in pixels, treated as background; > 4.
+    max_pixels : int
+        Pixels of the stride sample the block medians come from.
+
+    Returns
+    -------
+    ndarray of float32
+        The background, shape of ``image``, in its units.
+
+    Raises
+    ------
+    InputError
+        An image that is not 2D or has non-finite pixels in the sample.
+    ConfigError
+        A scale of 4 pixels or less.
+    """
+    image = np.asanyarray(image)
+    if image.ndim != 2 or image.size == 0:
+        raise InputError(f"background needs one non-empty 2D image, got shape {image.shape}")
+    if not (np.isfinite(scale) and scale > 4):
+        raise ConfigError(f"background scale must be more than 4 pixels, got {scale:g}")
+    stride = _stride(image.shape, max_pixels)
+    sample = np.asarray(image[::stride, ::stride], dtype=np.float64)
+    if not np.isfinite(sample).all():
+        raise InputError("image has non-finite (NaN or Inf) pixels")
+    block = max(1, int(round(scale / 4 / stride)))  # in sample pixels
+    gy, gx = -(-sample.shape[0] // block), -(-sample.shape[1] // block)
+    grid = np.empty((gy, gx))
+    for i in range(gy):
+        band = sample[i * block:(i + 1) * block]
+        for j in range(gx):
+            grid[i, j] = np.median(band[:, j * block:(j + 1) * block])
+    rows = _linear_weights(image.shape[0], gy, block, stride, sample.shape[0])
+    cols = _linear_weights(image.shape[1], gx, block, stride, sample.shape[1])
+    return (rows @ grid).astype(np.float32) @ cols.T.astype(np.float32)
+
+
+def _linear_weights(n, cells, block, stride, n_sample):
+    """``(n, cells)`` linear inter- and extrapolation weights from cell centres to pixels."""
+    # centre of each cell in full-size pixels (the last cell may be shorter)
+    starts = np.arange(cells) * block
+    ends = np.minimum(starts + block, n_sample)
+    centres = (starts + ends - 1) / 2 * stride
+    weights = np.zeros((n, cells))
+    if cells == 1:
+        weights[:, 0] = 1.0
+        return weights
+    pos = np.arange(n, dtype=np.float64)
+    right = np.clip(np.searchsorted(centres, pos, side="right"), 1, cells - 1)
+    left = right - 1
+    t = (pos - centres[left]) / (centres[right] - centres[left])
+    weights[np.arange(n), left] = 1 - t
+    weights[np.arange(n), right] += t
+    return weights

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 from cryoem_denoise.errors import ConfigError, InputError
-from cryoem_denoise.intensity import (METHODS, ROBUST_CENTRE, ROBUST_SPREAD, Affine, intensity_range,
-                                      robust_stats, stride_sample, to_unit255)
+from cryoem_denoise.intensity import (METHODS, ROBUST_CENTRE, ROBUST_SPREAD, Affine, background,
+                                      intensity_range, robust_stats, stride_sample, to_unit255)
 
 
 def test_minmax_maps_to_0_255_and_back():
@@ -134,3 +134,20 @@ def test_robust_falls_back_to_std_for_sparse_counts_and_refuses_constant_images(
         to_unit255(np.array([[1.0, np.nan], [2.0, 3.0]]), "robust")
     with pytest.raises(InputError, match="empty"):
         to_unit255(np.zeros((0, 4)), "robust")
+
+
+def test_background_follows_a_gradient_and_ignores_defects():
+    y, x = np.mgrid[:400, :500]
+    ramp = (3.0 * x + 2.0 * y).astype(np.float32)
+    np.testing.assert_allclose(background(ramp, 128), ramp, atol=1e-2)  # a plane is kept
+    img = ramp + np.random.default_rng(0).normal(0, 50, ramp.shape).astype(np.float32)
+    img[100:120, 200:220] = -5000  # contamination within a block
+    img[300, 300] = 1e6            # a hot pixel
+    bg = background(img, 128)
+    assert bg.shape == img.shape and bg.dtype == np.float32
+    assert np.abs(bg - ramp).mean() < 5 and np.abs(bg - ramp).max() < 100  # max: at the blob
+    np.testing.assert_array_equal(background(img, 128), bg)  # deterministic
+    with pytest.raises(InputError, match="2D"):
+        background(np.zeros((3, 8, 8)))
+    with pytest.raises(ConfigError, match="scale"):
+        background(img, 2)
