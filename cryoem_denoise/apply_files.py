@@ -55,6 +55,9 @@ class ApplyOptions:
     format: str = None
     #: Pixel size (Å) for outputs whose input has none or a placeholder (0 or 1.0 Å).
     pixel_size: float = None
+    #: Noise sigma on [0, 255] for a model with a noise-level input; ``None``: estimated
+    #: per file (or ``sigma`` under the paper's protocol).
+    noise_level: float = None
 
 
 @dataclass
@@ -76,6 +79,46 @@ class Report:
     rows: list = field(default_factory=list)    # metric rows (with --sigma)
     seconds: float = 0.0
     tiles: int = 0
+    noise_levels: list = field(default_factory=list)  # (path, sigma, how) for sigma_map models
+
+
+#: Sections a file's noise level is estimated from (evenly spaced; the median is used).
+NOISE_LEVEL_SECTIONS = 8
+
+
+def check_noise_level(noise_level, model_takes_it):
+    """Raise :class:`ConfigError` for a ``--noise-level`` a model cannot take."""
+    if noise_level is None:
+        return
+    if not model_takes_it:
+        raise ConfigError("--noise-level is for models trained with a noise-level input "
+                          "(fit --sigma-map); this model has none")
+    if not 0 < noise_level <= 255:
+        raise ConfigError(f"--noise-level must be in (0, 255] (sigma on the [0,255] scale), "
+                          f"got {noise_level:g}")
+
+
+def file_noise_level(sections, scale):
+    """Median noise sigma (on [0, 255]) of up to :data:`NOISE_LEVEL_SECTIONS` sections.
+
+    ``scale(k)`` gives section ``k``'s affine (file units → [0, 255]).
+    """
+    from cryoem_denoise.denoise import estimate_noise_level
+
+    n = len(sections)
+    picks = np.unique(np.linspace(0, n - 1, min(n, NOISE_LEVEL_SECTIONS)).round().astype(int))
+    return float(np.median([estimate_noise_level(sections[k], scale(k)) for k in picks]))
+
+
+def noise_level_for(denoiser, sections, scale, options):
+    """``(sigma, how)`` the model's noise-level input gets for a file, or ``(None, None)``."""
+    if not denoiser.noise_level:
+        return None, None
+    if options.sigma is not None:
+        return float(options.sigma), "known"
+    if options.noise_level is not None:
+        return float(options.noise_level), "given"
+    return file_noise_level(sections, scale), "estimated"
 
 
 def check_inference_options(tile, overlap, batch_size):
@@ -169,7 +212,7 @@ def _noise_rng(seed, path, section):
                                   section])
 
 
-def apply_file(denoiser, intensity, job, options, progress=None):
+def apply_file(denoiser, intensity, job, options, progress=None, noise_levels=None):
     """Denoise one file as planned in ``job``; return its metric rows (with ``sigma``).
 
     Parameters
@@ -180,8 +223,11 @@ def apply_file(denoiser, intensity, job, options, progress=None):
         training data were.
     progress : callable, optional
         Called with the number of tiles done after each batch.
+    noise_levels : list, optional
+        Receives ``(path, sigma, how)`` where the model takes a noise-level input.
     """
     rows = []
+    noise_levels = [] if noise_levels is None else noise_levels
     with contextlib.ExitStack() as stack:
         sections, header = stack.enter_context(image_io.open_sections(job.source))
         header = header.with_pixel_size(options.pixel_size)
@@ -202,6 +248,17 @@ def apply_file(denoiser, intensity, job, options, progress=None):
             noisy_out = noisy_out.reshape(n, ny, nx)
         in_flight = {}
 
+        def scale(k):
+            return Affine(*intensity_range(sections[k], intensity.intensity,
+                                           intensity.percentiles))
+
+        try:
+            level, how = noise_level_for(denoiser, sections, scale, options)
+        except CryoEMDenoiseError as exc:
+            raise exc.with_path(job.source) from None
+        if level is not None:
+            noise_levels.append((job.source, level, how))
+
         def prepare(k):
             section = sections[k]
             try:
@@ -212,7 +269,7 @@ def apply_file(denoiser, intensity, job, options, progress=None):
                 raise exc.with_path(job.source) from None
             if options.sigma is None:
                 in_flight[k] = (affine, None, None)
-                return section, affine
+                return section, affine, level
             clean = affine.forward(section)
             if intensity.intensity == "percentile":
                 np.clip(clean, 0, 255, out=clean)
@@ -220,7 +277,7 @@ def apply_file(denoiser, intensity, job, options, progress=None):
             noisy = clean + np.float32(options.sigma) * rng.standard_normal(clean.shape, np.float32)
             noisy_out[k] = affine.inverse(noisy)
             in_flight[k] = (affine, clean, noisy)
-            return noisy, None
+            return noisy, None, level
 
         def target(k):
             # float32 outputs are stitched straight into the memory-mapped file
@@ -283,7 +340,8 @@ def run_jobs(denoiser, intensity, jobs, options, progress=False):
     for job in todo:
         bar.set_postfix_str(job.source.name)
         try:
-            report.rows.extend(apply_file(denoiser, intensity, job, options, bar.update))
+            report.rows.extend(apply_file(denoiser, intensity, job, options, bar.update,
+                                          report.noise_levels))
             report.done.append(job.source)
         except CryoEMDenoiseError as exc:
             report.failed.append((job.source, str(exc.with_path(job.source))))

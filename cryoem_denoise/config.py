@@ -19,6 +19,8 @@ OPTIMIZERS = ("adam", "sgd", "rmsprop")
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")
 DATA_MODES = ("clean", "pairs", "noise2noise", "self_supervised")
 UPSAMPLING = ("transpose", "resize")
+SIGMA_DRAWS = ("uniform", "log_uniform")
+LOSS_WEIGHTINGS = ("none", "inverse_variance")
 
 #: The paper's Table 2 optimiser experiments: (G optimiser, G lr, D optimiser, D lr).
 EXPERIMENTS = {
@@ -51,6 +53,9 @@ class ModelConfig:
     # 'resize' (nearest-neighbour x2, then a 3x3 convolution: no checkerboard pattern)
     upsample: str = "transpose"
     full_resolution: bool = False   # a 3x3 stem and head at full resolution around the U-Net
+    # a second input channel holding the noise level sigma of each pixel (FFDNet-style
+    # noise-level map; known under the paper's protocol, estimated from the image otherwise)
+    sigma_map: bool = False
     ndf: int = 64                   # critic filters in the first layer
     critic_layers: int = 3          # PatchGAN n_layers (3 -> 70x70 receptive field)
     critic_conditional: bool = True  # critic sees (noisy, candidate) channel-concatenated
@@ -77,6 +82,9 @@ class DataConfig:
     """Training data: what is read, how it is scaled, cropped and degraded."""
 
     sigma: str = "10:80"            # noise sigma on [0,255]: fixed '40' or a range '10:80'
+    # how sigma is drawn from the range per crop: 'uniform' (our reading of the paper) or
+    # 'log_uniform' (as many crops in 10-20 as in 40-80: more weight on light noise)
+    sigma_draw: str = "uniform"
     intensity: str = "minmax"       # per-image scaling to [0,255]: 'minmax' or 'percentile'
     percentiles: tuple = (0.1, 99.9)
     augment: bool = True            # random flips and 90-degree rotations of crops
@@ -96,8 +104,13 @@ class DataConfig:
         if self.subsample_draws < 1:
             raise ConfigError("subsample_draws must be at least 1")
         SigmaSpec.parse(self.sigma)
-        if self.intensity not in ("minmax", "percentile"):
-            raise ConfigError(f"intensity must be 'minmax' or 'percentile', got {self.intensity!r}")
+        if self.sigma_draw not in SIGMA_DRAWS:
+            raise ConfigError(f"sigma_draw must be one of {', '.join(SIGMA_DRAWS)}, "
+                              f"got {self.sigma_draw!r}")
+        from cryoem_denoise.intensity import METHODS
+
+        if self.intensity not in METHODS:
+            raise ConfigError(f"intensity must be one of {', '.join(METHODS)}, got {self.intensity!r}")
         if not 0 <= self.validation_fraction < 1:
             raise ConfigError("validation_fraction must be in [0, 1)")
 
@@ -119,6 +132,9 @@ class TrainConfig:
     gray_scale: str = "model"       # gray constraint on the model's [-1,1] scale or 'unit255'
     gray_reduction: str = "sum"     # Eq. 8: per-image 'sum' of squared errors, or 'mean'
     adversarial: bool = True        # train with the critic (the paper); off: gray constraint alone
+    # weight of each crop in the gray constraint: 'none' (the paper) or 'inverse_variance'
+    # (1 / its noise variance, normalised over the batch: light noise counts as much as heavy)
+    loss_weighting: str = "none"
     init_from: str = None           # model folder whose generator weights start the run
     precision: str = "auto"         # auto: mixed_float16 on GPU, float32 on CPU
     strategy: str = "auto"          # auto: multiworker if TF_CONFIG, mirrored if >1 GPU
@@ -145,6 +161,8 @@ class TrainConfig:
             raise ConfigError("gray_scale must be 'model' or 'unit255'")
         if self.gray_reduction not in ("sum", "mean"):
             raise ConfigError("gray_reduction must be 'sum' or 'mean'")
+        if self.loss_weighting not in LOSS_WEIGHTINGS:
+            raise ConfigError(f"loss_weighting must be one of {', '.join(LOSS_WEIGHTINGS)}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}")
         if self.strategy not in STRATEGIES:
@@ -213,6 +231,9 @@ class FitConfig:
         self.data.validate()
         self.train.validate()
         self.simulation.validate()
+        if self.model.sigma_map and self.data.mode != "clean":
+            raise ConfigError("a noise-level input (sigma_map) needs a known sigma: train on clean "
+                              f"images with synthetic noise, not data mode {self.data.mode!r}")
         return self
 
     def to_dict(self):
@@ -259,3 +280,35 @@ def tiny_config(**train):
     for key, value in train.items():
         setattr(cfg.train, key, value)
     return cfg.validate()
+
+
+def paper_config():
+    """The paper's recipe (every default above): pix2pix U-Net and PatchGAN, WGAN with
+    weight clipping, gray constraint lambda 0.1, sigma uniform in 10-80, min-max scaling."""
+    return FitConfig().validate()
+
+
+def quality_config():
+    """The shipped model's recipe: what the ablation (``benchmarks/bench_ablation.py``,
+    README "Quality") measured best within a 20 MiB generator.
+
+    Changes from the paper, each one of its own options: a residual U-Net with 16 filters
+    (13 MiB) without dropout, resize-convolution upsampling and a full-resolution stem and head (no
+    checkerboard), a noise-level input channel, sigma drawn log-uniformly from 5-90 and
+    each crop weighted by 1/sigma^2 in a mean-squared-error loss without the critic, robust
+    intensity scaling, and the broad multi-structure simulation.
+    """
+    cfg = FitConfig(
+        model=ModelConfig(ngf=16, ndf=16, residual=True, upsample="resize",
+                          full_resolution=True, sigma_map=True, dropout=0.0),
+        data=DataConfig(sigma="5:90", sigma_draw="log_uniform", intensity="percentile"),
+        train=TrainConfig(adversarial=False, gray_reduction="mean", gray_scale="unit255",
+                          loss_weighting="inverse_variance", g_lr=2e-4, adam_beta1=0.9,
+                          precision="auto"),
+    )
+    return cfg.validate()
+
+
+#: Named recipes for ``fit --preset``.
+PRESETS = {"paper": paper_config, "quality": quality_config}
+

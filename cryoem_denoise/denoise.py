@@ -34,22 +34,27 @@ class TileDenoiser:
     Parameters
     ----------
     generator : keras.Model
-        Maps ``(b, t, t, 1)`` on [-1, 1] to the same shape.
+        Maps ``(b, t, t, 1)`` on [-1, 1] to the same shape (``(b, t, t, 2)`` with a
+        noise-level map as the second channel, for a ``sigma_map`` model).
     depth : int
         The generator's encoder depth (tiles must be divisible by ``2 ** depth``).
     config : InferenceConfig
+    noise_level : bool
+        The generator takes a noise-level map: every image needs its sigma (on [0, 255]),
+        given or estimated (:func:`estimate_noise_level`).
     """
 
-    def __init__(self, generator, depth, config):
+    def __init__(self, generator, depth, config, noise_level=False):
         if config.tile % (2 ** depth):
             raise ConfigError(f"tile {config.tile} must be a multiple of {2 ** depth} for this model")
         if config.batch_size < 1:
             raise ConfigError("batch size must be at least 1")
         self.generator = generator
         self.config = config
-        self._run = compile_inference(generator, config.tile)
+        self.noise_level = bool(noise_level)
+        self._run = compile_inference(generator, config.tile, 2 if noise_level else 1)
 
-    def denoise(self, image, affine=None, out=None, progress=None):
+    def denoise(self, image, affine=None, out=None, progress=None, sigma=None):
         """Denoise one 2D image; return it on [0, 255] (or in file units with ``affine``).
 
         Parameters
@@ -63,9 +68,12 @@ class TileDenoiser:
             Float32 array of the image's shape to write into.
         progress : callable, optional
             Called with the number of tiles done after each batch.
+        sigma : float, optional
+            The image's noise sigma on [0, 255], for a model with a noise-level input;
+            estimated from the image when not given.
         """
         out = np.empty(image.shape, np.float32) if out is None else out
-        self.denoise_stream(1, image.shape, lambda k: (image, affine), lambda k: out,
+        self.denoise_stream(1, image.shape, lambda k: (image, affine, sigma), lambda k: out,
                             progress=progress)
         if affine is not None:
             to_units(out, affine)
@@ -87,8 +95,10 @@ class TileDenoiser:
         shape : tuple of int
             ``(ny, nx)`` of every image.
         prepare : callable
-            ``prepare(k) -> (image, affine)``: image ``k`` (file units with an affine, or
-            [0, 255] with ``None``), asked for just before its first tile is needed.
+            ``prepare(k) -> (image, affine)`` or ``(image, affine, sigma)``: image ``k``
+            (file units with an affine, or [0, 255] with ``None``), asked for just before
+            its first tile is needed; ``sigma`` (on [0, 255]) feeds a noise-level model
+            and is estimated from the image where it is missing or ``None``.
         target : callable
             ``target(k) -> array``: a writable float32 ``(ny, nx)`` array (a memory-mapped
             output section is fine) that receives image ``k``'s result on [0, 255].
@@ -102,12 +112,15 @@ class TileDenoiser:
         t = cfg.tile
         grid = make_grid(shape, t, cfg.overlap)
         n_batch = max(1, min(cfg.batch_size, n * len(grid)))
-        batch = np.empty((n_batch, t, t, 1), np.float32)
+        batch = np.empty((n_batch, t, t, 2 if self.noise_level else 1), np.float32)
         pending = []  # (stitcher, k) for each filled slot
 
         def tiles():
             for k in range(n):
-                image, affine = prepare(k)
+                image, affine, *sigma = prepare(k)
+                sigma = sigma[0] if sigma else None
+                if self.noise_level and sigma is None:
+                    sigma = estimate_noise_level(image, affine)
                 source = image
                 if grid.padded_shape != grid.shape:  # small images: reflect-pad (cheap)
                     from cryoem_denoise.tiling import pad_to_grid
@@ -119,7 +132,7 @@ class TileDenoiser:
                     source = pad_to_grid(source, grid)
                 stitcher = Stitcher(grid, target(k))
                 for y, x in grid.positions():
-                    yield k, stitcher, source[y:y + t, x:x + t], affine
+                    yield k, stitcher, source[y:y + t, x:x + t], affine, sigma
 
         def flush():
             # always the full batch: one compiled shape (JAX compiles per shape)
@@ -134,11 +147,13 @@ class TileDenoiser:
                 progress(len(pending))
             pending.clear()
 
-        for k, stitcher, tile, affine in tiles():
+        for k, stitcher, tile, affine, sigma in tiles():
             j = len(pending)
             batch[j, ..., 0] = tile
             if affine is not None:
-                batch[j] = affine.forward(batch[j])
+                batch[j, ..., 0] = affine.forward(batch[j, ..., 0])
+            if self.noise_level:
+                batch[j, ..., 1] = sigma
             pending.append((stitcher, k))
             if len(pending) == n_batch:
                 flush()
@@ -146,10 +161,12 @@ class TileDenoiser:
             flush()
 
 
-def compile_inference(generator, tile):
-    """``run(tiles) -> denoised``: the generator compiled for ``(b, tile, tile, 1)`` batches.
+def compile_inference(generator, tile, channels=1):
+    """``run(tiles) -> denoised``: the generator compiled for ``(b, tile, tile, channels)``.
 
-    Tiles go in and come out as NumPy float32 on [0, 255]; the model's [-1, 1] edge is inside.
+    Tiles go in and come out as NumPy float32 on [0, 255] (a noise-level channel too: the
+    model's [-1, 1] mapping applies to every channel, as in training); the result has one
+    channel.
     TensorFlow: a ``tf.function`` with a fixed signature; JAX: ``jax.jit`` of the stateless
     call (inference mode: dropout off, BatchNorm's moving statistics).
     """
@@ -171,7 +188,7 @@ def compile_inference(generator, tile):
 
     import tensorflow as tf
 
-    spec = tf.TensorSpec((None, tile, tile, 1), tf.float32)
+    spec = tf.TensorSpec((None, tile, tile, channels), tf.float32)
 
     @tf.function(input_signature=[spec])
     def run_tf(tiles):
@@ -194,7 +211,33 @@ def load_denoiser(model_dir, config=None):
 
     config = config or InferenceConfig()
     generator, fit_cfg = model_store.load_generator(model_dir, precision=config.precision)
-    return TileDenoiser(generator, fit_cfg.model.depth, config), fit_cfg
+    return TileDenoiser(generator, fit_cfg.model.depth, config,
+                        noise_level=fit_cfg.model.sigma_map), fit_cfg
+
+
+#: Side of the central region the noise level is estimated on (fast on 11k micrographs).
+ESTIMATE_SIDE = 1024
+
+
+def estimate_noise_level(image, affine=None):
+    """Noise sigma of an image on the [0, 255] scale, from its central region.
+
+    Parameters
+    ----------
+    image : ndarray
+        2D image, on [0, 255], or in file units with ``affine`` (a memory map is fine:
+        only a central ``ESTIMATE_SIDE``-square is read).
+    affine : Affine, optional
+        File units → [0, 255].
+    """
+    from cryoem_denoise.noise import estimate_sigma
+
+    ny, nx = image.shape
+    y0, x0 = max(0, (ny - ESTIMATE_SIDE) // 2), max(0, (nx - ESTIMATE_SIDE) // 2)
+    region = np.asarray(image[y0:y0 + ESTIMATE_SIDE, x0:x0 + ESTIMATE_SIDE], np.float32)
+    if affine is not None:
+        region = affine.forward(region)
+    return float(estimate_sigma(region))
 
 
 def identity_affine():

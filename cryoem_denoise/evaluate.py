@@ -277,7 +277,7 @@ def _evaluate(clean_paths, out_dir, cfg, model_dir, progress, on_error):
             clean = images[i][1]
             noisy = noisy_version(clean, sigma, cfg.seed, i)
             started = time.perf_counter()
-            out = denoiser.denoise(noisy)
+            out = denoiser.denoise(noisy, sigma=sigma)
             record(i, sigma, method, _score(clean, out, time.perf_counter() - started))
             if i == shown:
                 figure_outputs[sigma, method] = out
@@ -384,7 +384,7 @@ def write_results(out_dir, results, images, cfg, denoiser, widths, figure_output
                     continue
                 out = figure_outputs.get((sigma, m))
                 if out is None:  # computed in an earlier, resumed run: redo this one image
-                    out = (denoiser.denoise(noisy) if m == "gan"
+                    out = (denoiser.denoise(noisy, sigma=sigma) if m == "gan"
                            else baselines.ClassicalMethod(m, cfg.ksvd, widths)(noisy, sigma))
                 panels.append((LABELS[m], out))
             figures.save_panels(out_dir / f"fig6_sigma{sigma:g}.png", panels, overwrite=True,

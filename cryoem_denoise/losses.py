@@ -29,8 +29,12 @@ def from_model_scale(images):
 
 
 def critic_input(noisy, image, conditional):
-    """What the critic judges: the candidate, beside the noisy input if ``conditional``."""
+    """What the critic judges: the candidate, beside the noisy input if ``conditional``.
+
+    Only the noisy image's own channels are shown (not a generator's noise-level map).
+    """
     image = ops.cast(image, noisy.dtype)
+    noisy = noisy[..., :image.shape[-1]]
     return ops.concatenate([noisy, image], axis=-1) if conditional else image
 
 
@@ -48,6 +52,29 @@ def gray_constraint(clean, fake, scale="model", reduction="sum"):
     return ops.sum(sq, axis=(1, 2, 3)) if reduction == "sum" else ops.mean(sq, axis=(1, 2, 3))
 
 
+def crop_weights(noisy, clean, weighting):
+    """Weight of each crop in the gray constraint (mean 1 over the batch), or ``None``.
+
+    ``'inverse_variance'``: 1 / the crop's noise variance, measured as the mean squared
+    difference of its noisy input and target (exactly the added noise's variance under the
+    paper's protocol, twice the noise's for Noise2Noise pairs: only ratios matter), so an
+    error at sigma 10 costs as much as a 8x larger one at sigma 80. Not differentiated.
+    """
+    if weighting == "none":
+        return None
+    y = ops.cast(noisy[..., :clean.shape[-1]], "float32")
+    var = ops.mean(ops.square(y - ops.cast(clean, "float32")), axis=(1, 2, 3))
+    w = 1.0 / ops.maximum(var, 1e-8)
+    return ops.stop_gradient(w / ops.mean(w))
+
+
+def weighted_content(clean, fake, noisy, train_cfg):
+    """Per-crop gray constraint, times :func:`crop_weights` of ``train_cfg.loss_weighting``."""
+    content = gray_constraint(clean, fake, train_cfg.gray_scale, train_cfg.gray_reduction)
+    w = crop_weights(noisy, clean, train_cfg.loss_weighting)
+    return content if w is None else content * w
+
+
 def batch_average(per_example, global_batch):
     """Sum of per-example values over ``global_batch`` (this replica's share of the mean)."""
     return ops.sum(per_example) / global_batch
@@ -59,7 +86,7 @@ def critic_loss(real_scores, fake_scores, global_batch):
                          global_batch)
 
 
-def generator_loss(fake_scores, clean, fake, train_cfg, global_batch):
+def generator_loss(fake_scores, clean, fake, train_cfg, global_batch, noisy=None):
     """``(loss, adversarial, content)`` of the generator.
 
     Parameters
@@ -69,21 +96,29 @@ def generator_loss(fake_scores, clean, fake, train_cfg, global_batch):
     clean, fake : tensor
         Targets and generator outputs, both on [-1, 1].
     train_cfg : TrainConfig
-        ``gray_lambda``, ``gray_scale`` and ``gray_reduction`` are used.
+        ``gray_lambda``, ``gray_scale``, ``gray_reduction`` and ``loss_weighting`` are used.
     global_batch : int
+    noisy : tensor, optional
+        The generator's input on [-1, 1] (needed for ``loss_weighting``).
     """
     adversarial = batch_average(-per_example_score(fake_scores), global_batch)
-    content = batch_average(gray_constraint(clean, fake, train_cfg.gray_scale,
-                                            train_cfg.gray_reduction), global_batch)
+    content = batch_average(_content(clean, fake, noisy, train_cfg), global_batch)
     return adversarial + train_cfg.gray_lambda * content, adversarial, content
 
 
-def content_loss(clean, fake, train_cfg, global_batch):
+def _content(clean, fake, noisy, train_cfg):
+    if train_cfg.loss_weighting != "none" and noisy is None:
+        raise ValueError("loss weighting needs the noisy input")
+    if noisy is None:
+        return gray_constraint(clean, fake, train_cfg.gray_scale, train_cfg.gray_reduction)
+    return weighted_content(clean, fake, noisy, train_cfg)
+
+
+def content_loss(clean, fake, train_cfg, global_batch, noisy=None):
     """``(loss, adversarial, content)`` of a generator trained without a critic.
 
     The loss is the gray constraint alone (for ``gray_reduction='mean'`` the mean squared
     error, the Noise2Noise loss); the adversarial term is zero.
     """
-    content = batch_average(gray_constraint(clean, fake, train_cfg.gray_scale,
-                                            train_cfg.gray_reduction), global_batch)
+    content = batch_average(_content(clean, fake, noisy, train_cfg), global_batch)
     return content, ops.zeros_like(content), content

@@ -181,6 +181,11 @@ def _upsample(x, filters, name, use_bias, init, cfg):
                            kernel_initializer=init.normal(), name=name)(x)
 
 
+def input_channels(cfg):
+    """Channels the generator takes: the image's, plus one noise-level map (``sigma_map``)."""
+    return cfg.channels + (1 if cfg.sigma_map else 0)
+
+
 def build_generator(cfg, sync_batch_norm=False, seed=None, initialize=True):
     """The pix2pix U-Net of ``cfg`` (a :class:`~cryoem_denoise.config.ModelConfig`).
 
@@ -190,7 +195,7 @@ def build_generator(cfg, sync_batch_norm=False, seed=None, initialize=True):
     that are about to be loaded.
     """
     init = _Inits(seed, 1, initialize)
-    inputs = keras.Input((None, None, cfg.channels), name="noisy")
+    inputs = keras.Input((None, None, input_channels(cfg)), name="noisy")
     x = inputs
     if cfg.full_resolution:  # features at the input's own resolution, kept for the head
         stem = layers.Conv2D(cfg.ngf, 3, padding="same", kernel_initializer=init.normal(),
@@ -223,8 +228,11 @@ def build_generator(cfg, sync_batch_norm=False, seed=None, initialize=True):
         x = _upsample(x, cfg.channels, "out_conv", True, init, cfg)
     if cfg.residual:
         noise = layers.Activation("linear", dtype="float32", name="noise")(x)
+        image = inputs
+        if cfg.sigma_map:  # the noise-level channel is not part of the image
+            image = layers.Lambda(lambda t: t[..., :cfg.channels], name="image")(inputs)
         outputs = layers.Subtract(dtype="float32", name="denoised")(
-            [layers.Activation("linear", dtype="float32")(inputs), noise])
+            [layers.Activation("linear", dtype="float32")(image), noise])
     else:
         outputs = layers.Activation("tanh", dtype="float32", name="denoised")(x)
     return keras.Model(inputs, outputs, name="generator")
@@ -266,7 +274,7 @@ def generator_flops(cfg, height=None, width=None):
     h = height or cfg.tile
     w = width or cfg.tile
     flops = 0
-    cin = cfg.ngf if cfg.full_resolution else cfg.channels
+    cin = cfg.ngf if cfg.full_resolution else input_channels(cfg)
     sizes = []
     for level in range(cfg.depth):
         h, w = h // 2, w // 2
@@ -287,7 +295,7 @@ def generator_flops(cfg, height=None, width=None):
         cin = cout + sizes[level]
     h, w = h * 2, w * 2
     if cfg.full_resolution:
-        flops += 2 * h * w * cfg.ngf * cfg.channels * 9            # stem
+        flops += 2 * h * w * cfg.ngf * input_channels(cfg) * 9     # stem
         flops += up(h, w, cfg.ngf, cin) + 2 * h * w * cfg.channels * 2 * cfg.ngf * 9  # head
     else:
         flops += up(h, w, cfg.channels, cin)

@@ -241,14 +241,20 @@ def pack(images, tile):
 
 
 def validation_set(images, cfg, seed):
-    """Fixed ``(noisy, clean)`` validation crops, ``(n, tile, tile)`` each, on [0, 255]."""
+    """Fixed ``(noisy, clean, sigma)`` validation crops on [0, 255].
+
+    ``noisy`` and ``clean`` are ``(n, tile, tile)``; ``sigma`` is each crop's noise level
+    (``nan`` for real noisy pairs, whose noise is not known). The sigmas are always drawn
+    uniformly from the config's range, whatever ``sigma_draw`` the run trains with, so runs
+    that draw differently are scored on the same crops.
+    """
     tile = cfg.model.tile
     n = cfg.data.validation_tiles
     if not images or n <= 0:
         return None
     rng = np.random.default_rng([seed, 7919])
     spec = SigmaSpec.parse(cfg.data.sigma)
-    noisy, clean = [], []
+    noisy, clean, sigmas = [], [], []
     for j in range(n):
         im = images[j % len(images)]
         c = pad_to_tile(im.clean, tile)
@@ -257,10 +263,38 @@ def validation_set(images, cfg, seed):
         crop = c[y:y + tile, x:x + tile]
         if im.noisy is not None:
             noisy.append(pad_to_tile(im.noisy, tile)[y:y + tile, x:x + tile])
+            sigmas.append(np.nan)
         else:
-            noisy.append(add_gaussian_noise(crop, spec, rng)[0])
+            image, sigma = add_gaussian_noise(crop, spec, rng)
+            noisy.append(image)
+            sigmas.append(sigma)
         clean.append(crop)
-    return np.stack(noisy).astype(np.float32), np.stack(clean).astype(np.float32)
+    return (np.stack(noisy).astype(np.float32), np.stack(clean).astype(np.float32),
+            np.asarray(sigmas, np.float32))
+
+
+def with_noise_level(noisy, sigma):
+    """Append the noise-level channel a ``sigma_map`` generator takes (NumPy).
+
+    Parameters
+    ----------
+    noisy : ndarray
+        ``(n, h, w)`` or ``(n, h, w, 1)`` images on [0, 255].
+    sigma : float or array of shape ``(n,)``
+        Noise sigma of each image, on the same [0, 255] scale.
+
+    Returns
+    -------
+    ndarray
+        ``(n, h, w, 2)`` float32: the images, then a constant plane of their sigma (the
+        same [0, 255] units, so the model's [-1, 1] mapping applies to both channels).
+    """
+    noisy = np.asarray(noisy, np.float32)
+    if noisy.ndim == 3:
+        noisy = noisy[..., None]
+    sigma = np.broadcast_to(np.asarray(sigma, np.float32), noisy.shape[:1])
+    plane = np.broadcast_to(sigma[:, None, None, None], noisy.shape)
+    return np.concatenate([noisy, plane], axis=-1)
 
 
 def training_dataset(image_set, cfg, start_element=0, elements_per_step=None):
@@ -275,7 +309,9 @@ def training_dataset(image_set, cfg, start_element=0, elements_per_step=None):
     elements_per_step : int, optional
         Crops per yielded batch; ``cfg.train.batch_size * cfg.train.n_critic`` by default.
 
-    Each batch has shape ``(elements_per_step, tile, tile, channels)``.
+    Each batch has shape ``(elements_per_step, tile, tile, channels)``; with
+    ``model.sigma_map`` the noisy batch has a second channel, each crop's sigma
+    (:func:`with_noise_level`).
     """
     import tensorflow as tf
 
@@ -294,6 +330,7 @@ def training_dataset(image_set, cfg, start_element=0, elements_per_step=None):
     grid = tf.range(tile, dtype=tf.int64)
     augment = cfg.data.augment
     swap = cfg.data.swap_pairs and image_set.paired
+    draw, sigma_map = cfg.data.sigma_draw, cfg.model.sigma_map
 
     def crop(i):
         seeds = tf.random.experimental.stateless_split(tf.stack([tf.constant(seed, tf.int64), i]), 5)
@@ -321,8 +358,10 @@ def training_dataset(image_set, cfg, start_element=0, elements_per_step=None):
         clean, index = batch[0], batch[-1]
         if flat_noisy is not None:
             return batch[1], clean
-        noisy, _ = add_gaussian_noise_tf(clean, spec, tf.stack([tf.constant(seed + 1, tf.int64),
-                                                                 index[0]]))
+        noisy, sigma = add_gaussian_noise_tf(
+            clean, spec, tf.stack([tf.constant(seed + 1, tf.int64), index[0]]), draw)
+        if sigma_map:  # the noise-level channel (model.sigma_map)
+            noisy = tf.concat([noisy, tf.ones_like(noisy) * sigma[:, None, None, None]], -1)
         return noisy, clean
 
     ds = tf.data.Dataset.range(start_element, np.iinfo(np.int64).max)
@@ -400,7 +439,8 @@ def jax_batch(data, cfg, first_element, n):
     Returns
     -------
     noisy, clean : jax.Array
-        ``(n, tile, tile, 1)`` each, on [0, 255].
+        ``(n, tile, tile, 1)`` each, on [0, 255] (``noisy`` with a second channel, each
+        crop's sigma, under ``model.sigma_map``).
     """
     import jax
     import jax.numpy as jnp
@@ -441,5 +481,9 @@ def jax_batch(data, cfg, first_element, n):
     noisy, clean = noisy[..., None], clean[..., None]
     if not paired:
         noise_key = jax.random.fold_in(jax.random.PRNGKey(seed + 1), first_element)
-        noisy, _ = add_gaussian_noise_jax(clean, cfg.data.sigma, noise_key)
+        noisy, sigma = add_gaussian_noise_jax(clean, cfg.data.sigma, noise_key,
+                                              cfg.data.sigma_draw)
+        if cfg.model.sigma_map:  # the noise-level channel
+            noisy = jnp.concatenate(
+                [noisy, jnp.ones_like(noisy) * sigma[:, None, None, None]], axis=-1)
     return noisy, clean

@@ -47,6 +47,9 @@ def _format_and_dtype(fmt, dtype):
               help="Paper's protocol: add noise of this sigma (on [0,255]) to each input, taken "
                    "as the clean reference, denoise, and write noisy images and a metrics table.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the --sigma noise.")
+@click.option("--noise-level", type=float,
+              help="For a model with a noise-level input (fit --sigma-map): the inputs' noise "
+                   "sigma on [0,255]  [estimated per file; with --sigma, that sigma]")
 @click.option("--png", is_flag=True, help="Also write a PNG preview and a side-by-side figure.")
 @click.option("--format", "fmt", metavar="mrc|tiff|png",
               help="Output file format  [the input's]. (Formerly the pixel type: "
@@ -71,8 +74,9 @@ def _format_and_dtype(fmt, dtype):
 @click.option("--shard", default="0/1", show_default=True,
               help="K/N: process every N-th file starting at K (0-based; for job arrays).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def apply(inputs, model_dir, out_dir, noisy_halves, sigma, seed, png, fmt, dtype, pixel_size,
-          suffix, tile, overlap, batch_size, precision, skip_existing, overwrite, shard, quiet):
+def apply(inputs, model_dir, out_dir, noisy_halves, sigma, seed, noise_level, png, fmt, dtype,
+          pixel_size, suffix, tile, overlap, batch_size, precision, skip_existing, overwrite,
+          shard, quiet):
     """Denoise image INPUTS (MRC, TIFF, PNG files, folders, globs) with a model into --out.
 
     2D images, stacks (section by section) and volumes (as sections) of any size are
@@ -105,7 +109,7 @@ def apply(inputs, model_dir, out_dir, noisy_halves, sigma, seed, png, fmt, dtype
     options = apply_files.ApplyOptions(
         out_dir=Path(out_dir), suffix=suffix, dtype=dtype, png=png, sigma=sigma, seed=seed,
         overwrite=overwrite, skip_existing=skip_existing, shard=apply_files.parse_shard(shard),
-        format=fmt, pixel_size=pixel_size)
+        format=fmt, pixel_size=pixel_size, noise_level=noise_level)
     if overwrite and skip_existing:
         raise ConfigError("choose one of --overwrite and --skip-existing")
     files = mrc.find_mrc_files(inputs)
@@ -115,8 +119,10 @@ def apply(inputs, model_dir, out_dir, noisy_halves, sigma, seed, png, fmt, dtype
         warn_precision(precision)
         denoiser, fit_cfg = load_denoiser(default_model_or(model_dir),
                                           InferenceConfig(tile, overlap, batch_size, precision))
+        apply_files.check_noise_level(noise_level, denoiser.noise_level)
         report = apply_files.run_jobs(denoiser, fit_cfg.data, jobs, options,
                                       progress=not quiet)
+    _report_noise_levels(report.noise_levels, fit_cfg.data.sigma)
     for path, message in report.failed:
         error_line(message)
     rate = report.tiles / report.seconds if report.seconds else 0.0
@@ -131,6 +137,21 @@ def apply(inputs, model_dir, out_dir, noisy_halves, sigma, seed, png, fmt, dtype
                    f"(metrics.md in {out_dir})")
     if report.failed:
         sys.exit(2)
+
+
+def _report_noise_levels(levels, trained):
+    """One line per file on the sigma a noise-level model was given; a warning when it lies
+    outside the range the model was trained on."""
+    from cryoem_denoise.noise import SigmaSpec
+
+    spec = SigmaSpec.parse(trained)
+    for path, level, how in levels:
+        text = f"{path.name}: noise sigma {level:.1f} on [0,255] ({how})"
+        if not spec.low <= level <= spec.high:
+            warning_line(f"{text} is outside the sigma range the model was trained on "
+                         f"({spec}); the result may be poor")
+        else:
+            click.echo(text, err=True)
 
 
 def _apply_halves(pairs, model_dir, out_dir, suffix, tile, overlap, batch_size, precision,

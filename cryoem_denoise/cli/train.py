@@ -3,6 +3,8 @@
 import click
 
 from cryoem_denoise.cli.common import cli, quiet_tensorflow, warn_precision
+from cryoem_denoise.config import LOSS_WEIGHTINGS, PRESETS, SIGMA_DRAWS
+from cryoem_denoise.intensity import METHODS as INTENSITY_METHODS
 
 
 # -- fit ---------------------------------------------------------------------------------
@@ -27,6 +29,8 @@ _FIT_OPTIONS = {
     "sim_fields": ("simulation", "fields"), "pixel_size": ("simulation", "pixel_size"),
     "critic": ("train", "adversarial"), "init_from": ("train", "init_from"),
     "subsample_draws": ("data", "subsample_draws"),
+    "sigma_map": ("model", "sigma_map"), "sigma_draw": ("data", "sigma_draw"),
+    "loss_weighting": ("train", "loss_weighting"),
 }
 
 #: Options that change the generator (they may not differ from an --init-from model's).
@@ -74,6 +78,9 @@ def _build_fit_config(base, experiment, options):
 @click.option("--config", "config_file", type=click.Path(dir_okay=False),
               help="Start from this config.json (options given here override it).")
 @click.option("--tiny", is_flag=True, help="Small, fast preset (64x64 tiles, 8 filters) for trials.")
+@click.option("--preset", type=click.Choice(list(PRESETS)),
+              help="Named recipe: 'paper' (the paper's model and losses, the default) or "
+                   "'quality' (the shipped model's recipe; see the README's ablation).")
 @click.option("--experiment", type=click.Choice(["1011", "1010", "1009", "1005"]),
               help="Optimisers of one of the paper's Table 2 experiments.")
 @click.option("--steps", type=int, help="Generator steps in all  [10000]")
@@ -93,6 +100,14 @@ def _build_fit_config(base, experiment, options):
                    "resize + 3x3 convolution (no checkerboard)  [transpose]")
 @click.option("--full-resolution/--no-full-resolution", "full_resolution", default=None,
               help="A 3x3 stem and head at the input's resolution around the U-Net  [off]")
+@click.option("--sigma-map/--no-sigma-map", "sigma_map", default=None,
+              help="A noise-level map as a second input channel (sigma known in training; "
+                   "given or estimated by `apply`)  [off]")
+@click.option("--sigma-draw", type=click.Choice(list(SIGMA_DRAWS)),
+              help="How each crop's sigma is drawn from the --sigma range  [uniform]")
+@click.option("--loss-weighting", type=click.Choice(list(LOSS_WEIGHTINGS)),
+              help="Weight of each crop in the gray constraint: none, or 1/its noise "
+                   "variance  [none]")
 @click.option("--g-optimizer", type=click.Choice(["adam", "sgd", "rmsprop"]), help="[adam]")
 @click.option("--g-lr", type=float, help="Generator learning rate  [1e-4]")
 @click.option("--d-optimizer", type=click.Choice(["adam", "sgd", "rmsprop"]), help="[sgd]")
@@ -102,7 +117,8 @@ def _build_fit_config(base, experiment, options):
 @click.option("--gray-lambda", type=float, help="Weight of the gray constraint  [0.1]")
 @click.option("--gray-scale", type=click.Choice(["model", "unit255"]), help="[model]")
 @click.option("--gray-reduction", type=click.Choice(["sum", "mean"]), help="[sum]")
-@click.option("--intensity", type=click.Choice(["minmax", "percentile"]), help="[minmax]")
+@click.option("--intensity", type=click.Choice(list(INTENSITY_METHODS)),
+              help="Per-image scaling to [0,255]  [minmax]")
 @click.option("--augment/--no-augment", default=None, help="Random flips and rotations  [on]")
 @click.option("--validation-fraction", type=float, help="Held-out share of the data  [0.1]")
 @click.option("--precision", type=click.Choice(["auto", "float32", "mixed_float16",
@@ -132,7 +148,7 @@ def _build_fit_config(base, experiment, options):
 @click.option("--overwrite", is_flag=True, help="Replace a model already in --out.")
 @click.option("--stop-after", type=int, hidden=True)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def fit(inputs, out, noisy, config_file, tiny, experiment, sim_sources, noise2noise,
+def fit(inputs, out, noisy, config_file, tiny, preset, experiment, sim_sources, noise2noise,
         self_supervised, resume, overwrite, stop_after, quiet, **options):
     """Train the WGAN denoiser on clean MRC INPUTS (files or folders) into --out.
 
@@ -154,16 +170,19 @@ def fit(inputs, out, noisy, config_file, tiny, experiment, sim_sources, noise2no
 
     quiet_tensorflow()
     if resume:
-        if config_file or tiny:
-            raise click.UsageError("--resume continues the saved config; drop --config/--tiny")
+        if config_file or tiny or preset:
+            raise click.UsageError("--resume continues the saved config; drop "
+                                   "--config/--tiny/--preset")
         base = model_store.load_config(out)
     elif config_file:
         try:
             base = FitConfig.from_json(Path(config_file).read_text())
         except OSError as exc:
             raise InputError(exc.strerror or "cannot read", config_file) from None
+    elif tiny and preset:
+        raise click.UsageError("choose one of --tiny and --preset")
     else:
-        base = tiny_config() if tiny else FitConfig()
+        base = tiny_config() if tiny else PRESETS[preset or "paper"]()
     if options.get("init_from") and not resume:
         given = sorted(k for k in _MODEL_OPTIONS if options.get(k) is not None)
         if given:

@@ -149,10 +149,21 @@ class Trainer(abc.ABC):
                 v.assign(arrays[key])
         return int(arrays["step"])
 
-    def denoise_batch(self, noisy):
+    def model_input(self, noisy, sigma=None):
+        """``(n, h, w)`` crops on [0, 255] as the generator's input (with the noise-level
+        channel of a ``sigma_map`` model, from ``sigma``), still on [0, 255]."""
+        from cryoem_denoise.pipeline import with_noise_level
+
+        if self.cfg.model.sigma_map:
+            if sigma is None or np.isnan(np.asarray(sigma, np.float64)).any():
+                raise ConfigError("this model takes a noise-level map: give each crop's sigma")
+            return with_noise_level(noisy, sigma)
+        return np.asarray(noisy, np.float32)[..., None]
+
+    def denoise_batch(self, noisy, sigma=None):
         """Generator on ``(n, h, w)`` noisy crops on [0, 255] → denoised on [0, 255]."""
         import keras
 
         self.sync()
-        out = self.generator(to_model_scale(noisy[..., None].astype(np.float32)), training=False)
+        out = self.generator(to_model_scale(self.model_input(noisy, sigma)), training=False)
         return from_model_scale(keras.ops.convert_to_numpy(out).astype(np.float32)[..., 0])

@@ -135,13 +135,14 @@ class JaxTrainer(Trainer):
         fake_s, d_ntv = self.critic.stateless_call(d_tv, d_ntv,
                                                    losses.critic_input(y, fake, cond),
                                                    training=True)
-        loss, adv, con = losses.generator_loss(fake_s, x, fake, self.cfg.train, y.shape[0])
+        loss, adv, con = losses.generator_loss(fake_s, x, fake, self.cfg.train, y.shape[0],
+                                               noisy=y)
         return loss * scale, (loss, adv, con, g_ntv, d_ntv)
 
     def _content_objective(self, g_tv, g_ntv, d_tv, d_ntv, scale, y, x):
         """Without a critic: the gray constraint alone (the L2 loss of Noise2Noise)."""
         fake, g_ntv = self.generator.stateless_call(g_tv, g_ntv, y, training=True)
-        loss, adv, con = losses.content_loss(x, fake, self.cfg.train, y.shape[0])
+        loss, adv, con = losses.content_loss(x, fake, self.cfg.train, y.shape[0], noisy=y)
         return loss * scale, (loss, adv, con, g_ntv, d_ntv)
 
     def _update_fn(self, state, noisy, clean):
@@ -190,7 +191,7 @@ class JaxTrainer(Trainer):
                                            jnp.asarray(clean, jnp.float32))
         return metrics
 
-    def denoise_batch(self, noisy):
+    def denoise_batch(self, noisy, sigma=None):
         """Generator (inference mode, current state) on ``(n, h, w)`` crops on [0, 255]."""
         import jax
         import numpy as np
@@ -202,7 +203,7 @@ class JaxTrainer(Trainer):
                 return losses.from_model_scale(out.astype("float32"))
 
             self._infer = jax.jit(infer)
-        tiles = np.asarray(noisy, np.float32)[..., None]
+        tiles = self.model_input(noisy, sigma)
         out = self._infer(self.state["g_tv"], self.state["g_ntv"], tiles)
         return np.asarray(out, np.float32)[..., 0]
 

@@ -33,8 +33,8 @@ LOSS_FIELDS = ("step", "g_loss", "g_adversarial", "g_content", "d_loss", "wasser
 def _validate_metrics(trainer, val, batch=8):
     from cryoem_denoise.metrics import psnr, ssim
 
-    noisy, clean = val
-    denoised = np.concatenate([trainer.denoise_batch(noisy[i:i + batch])
+    noisy, clean, sigma = val
+    denoised = np.concatenate([trainer.denoise_batch(noisy[i:i + batch], sigma[i:i + batch])
                                for i in range(0, len(noisy), batch)])
     return {"val_psnr": float(np.mean([psnr(c, d) for c, d in zip(clean, denoised)])),
             "val_ssim": float(np.mean([ssim(c, d) for c, d in zip(clean, denoised)])),

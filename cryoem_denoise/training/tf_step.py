@@ -108,9 +108,9 @@ class TFTrainer(Trainer):
             fake = self.generator(y, training=True)
             if t.adversarial:
                 fake_s = self.critic(losses.critic_input(y, fake, cond), training=True)
-                loss, adv, con = losses.generator_loss(fake_s, x, fake, t, t.batch_size)
+                loss, adv, con = losses.generator_loss(fake_s, x, fake, t, t.batch_size, noisy=y)
             else:
-                loss, adv, con = losses.content_loss(x, fake, t, t.batch_size)
+                loss, adv, con = losses.content_loss(x, fake, t, t.batch_size, noisy=y)
             scaled = self._scaled(self.g_opt, loss)
         variables = self.generator.trainable_variables
         self.g_opt.apply(tape.gradient(scaled, variables), variables)

@@ -1,0 +1,149 @@
+"""The noise-level input (``sigma_map``), how sigma is drawn, and weighting crops by 1/sigma^2."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from cryoem_denoise import pipeline
+from cryoem_denoise.config import FitConfig, PRESETS, tiny_config
+from cryoem_denoise.errors import ConfigError
+from cryoem_denoise.noise import SigmaSpec, sigma_from_uniform
+
+pytestmark = pytest.mark.backends
+
+
+def _cli(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "cryoem_denoise", *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def sigma_map_model(tmp_path_factory):
+    """A tiny model with a noise-level input, trained briefly."""
+    from scipy.ndimage import gaussian_filter
+
+    from cryoem_denoise import mrc, training
+
+    folder = tmp_path_factory.mktemp("sigma_map")
+    rng = np.random.default_rng(3)
+    mrc.write_mrc(folder / "train.mrc",
+                  gaussian_filter(rng.normal(0, 1, (192, 192)), 4).astype(np.float32))
+    cfg = tiny_config(steps=20, batch_size=2, log_every=10, validate_every=20,
+                      checkpoint_every=20, loss_weighting="inverse_variance",
+                      adversarial=False, gray_reduction="mean")
+    cfg.model.sigma_map = True
+    cfg.model.residual = True
+    cfg.model.upsample = "resize"
+    cfg.data.sigma = "20:40"
+    cfg.data.sigma_draw = "log_uniform"
+    training.fit(cfg.validate(), [folder / "train.mrc"], folder / "model")
+    return folder / "model"
+
+
+def test_log_uniform_draw_spreads_sigma_over_its_logarithm():
+    spec = SigmaSpec.parse("10:80")
+    u = np.linspace(0, 1, 1001)
+    s = sigma_from_uniform(spec, u, "log_uniform")
+    assert s[0] == pytest.approx(10) and s[-1] == pytest.approx(80)
+    assert np.median(s) == pytest.approx(np.sqrt(10 * 80), rel=1e-3)  # geometric mean
+    assert np.median(sigma_from_uniform(spec, u)) == pytest.approx(45)
+    with pytest.raises(ConfigError):
+        sigma_from_uniform(spec, u, "gamma")
+
+
+def test_crop_weights_are_inverse_noise_variance_with_mean_one():
+    from keras import ops
+
+    from cryoem_denoise import losses
+
+    rng = np.random.default_rng(0)
+    clean = rng.uniform(-0.5, 0.5, (3, 32, 32, 1)).astype(np.float32)
+    sig = np.array([0.05, 0.1, 0.2], np.float32)
+    noisy = clean + sig[:, None, None, None] * rng.standard_normal(clean.shape).astype(np.float32)
+    w = ops.convert_to_numpy(losses.crop_weights(noisy, clean, "inverse_variance"))
+    assert w.mean() == pytest.approx(1.0, rel=1e-5)
+    assert w[0] / w[2] == pytest.approx(16, rel=0.1)
+    assert losses.crop_weights(noisy, clean, "none") is None
+    # a noise-level channel beside the image does not count as noise
+    with_map = np.concatenate([noisy, np.full_like(noisy, 0.7)], axis=-1)
+    w2 = ops.convert_to_numpy(losses.crop_weights(with_map, clean, "inverse_variance"))
+    np.testing.assert_allclose(w, w2, rtol=1e-6)
+
+
+def test_with_noise_level_appends_a_constant_plane():
+    noisy = np.zeros((2, 8, 8), np.float32)
+    x = pipeline.with_noise_level(noisy, [10, 30])
+    assert x.shape == (2, 8, 8, 2)
+    assert (x[0, ..., 1] == 10).all() and (x[1, ..., 1] == 30).all()
+    assert (x[..., 0] == 0).all()
+
+
+def test_sigma_map_needs_known_sigma():
+    cfg = tiny_config()
+    cfg.model.sigma_map = True
+    cfg.data.mode = "noise2noise"
+    with pytest.raises(ConfigError, match="noise-level"):
+        cfg.validate()
+
+
+def test_presets_validate_and_paper_is_the_default():
+    assert PRESETS["paper"]().to_dict() == FitConfig().to_dict()
+    quality = PRESETS["quality"]()
+    assert quality.model.sigma_map and quality.model.upsample == "resize"
+    assert FitConfig.from_json(quality.to_json()).to_dict() == quality.to_dict()
+
+
+def test_validation_set_carries_each_crops_sigma(clean_mrc):
+    cfg = tiny_config()
+    images = pipeline.load_images([clean_mrc("v.mrc", (100, 100))], cfg.data, 64)
+    noisy, clean, sigma = pipeline.validation_set(images, cfg, 0)
+    assert sigma.shape == (len(noisy),)
+    spec = SigmaSpec.parse(cfg.data.sigma)
+    assert ((sigma >= spec.low) & (sigma <= spec.high)).all()
+    measured = (noisy - clean).std(axis=(1, 2))
+    np.testing.assert_allclose(measured, sigma, rtol=0.1)
+
+
+def test_sigma_map_model_trains_saves_and_denoises(sigma_map_model):
+    from cryoem_denoise.denoise import load_denoiser
+
+    denoiser, cfg = load_denoiser(sigma_map_model)
+    assert cfg.model.sigma_map and denoiser.noise_level
+    rng = np.random.default_rng(1)
+    image = rng.uniform(50, 200, (96, 96)).astype(np.float32)
+    a = denoiser.denoise(image, sigma=30.0)
+    b = denoiser.denoise(image, sigma=30.0)
+    c = denoiser.denoise(image, sigma=10.0)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)  # the noise level reaches the network
+    assert denoiser.denoise(image).shape == image.shape  # sigma estimated when not given
+
+
+def test_apply_reports_the_noise_level_and_warns_outside_the_trained_range(
+        sigma_map_model, make_mrc, tmp_path):
+    rng = np.random.default_rng(2)
+    image = rng.normal(100, 1, (128, 128)).astype(np.float32)
+    src = make_mrc(image, "in.mrc")
+    r = _cli("apply", src, "--model", sigma_map_model, "--out", tmp_path / "a", "--quiet",
+             "--noise-level", 30)
+    assert r.returncode == 0, r.stderr
+    assert "noise sigma 30.0 on [0,255] (given)" in r.stderr
+    r = _cli("apply", src, "--model", sigma_map_model, "--out", tmp_path / "b", "--quiet",
+             "--noise-level", 70)
+    assert r.returncode == 0, r.stderr
+    assert "warning" in r.stderr and "outside the sigma range" in r.stderr
+    r = _cli("apply", src, "--model", sigma_map_model, "--out", tmp_path / "c", "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert "(estimated)" in r.stderr
+
+
+def test_noise_level_on_a_model_without_that_input_is_one_line(tiny_model, make_mrc, tmp_path):
+    src = make_mrc(np.random.default_rng(0).normal(size=(64, 64)).astype(np.float32), "in.mrc")
+    r = _cli("apply", src, "--model", tiny_model, "--out", tmp_path / "o", "--noise-level", 20)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "noise-level input" in lines[0]
+    r = _cli("apply", src, "--model", tiny_model, "--out", tmp_path / "p", "--noise-level", -3)
+    assert r.returncode == 2
