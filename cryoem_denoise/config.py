@@ -179,42 +179,121 @@ class TrainConfig:
 class SimulationConfig:
     """Simulated clean fields (:mod:`cryoem_denoise.simulate`): microscope, sample, field.
 
-    Units: Å, kV, mm and µm as named.
+    Units: Å, kV, mm and µm as named. Each setting in :attr:`RANGES` takes one value or a
+    ``(low, high)`` range drawn uniformly per field (seeded; ``particles`` as an integer,
+    both ends included); a range with ``low == high`` is the single value.
     """
 
-    pixel_size: float = 2.0         # Å per pixel
+    #: Settings that take a single value or a (low, high) range drawn per field.
+    RANGES = ("pixel_size", "particles", "amplitude_contrast", "defocus_um", "b_factor", "ice")
+
+    pixel_size: float = 2.0         # Å per pixel (or a range)
     field: int = 512                # field side in pixels
-    particles: int = 6              # particles per field (fewer if they do not fit)
+    particles: int = 6              # particles per field, fewer if they do not fit (or a range)
     voltage_kv: float = 300.0
     cs_mm: float = 2.7
-    amplitude_contrast: float = 0.1
+    amplitude_contrast: float = 0.1  # (or a range)
     defocus_um: tuple = (1.0, 2.5)  # underfocus range, drawn uniformly per field
     astigmatism_um: float = 0.05    # max half-difference of the two defoci
-    b_factor: float = 50.0          # envelope exp(-B k^2 / 4), Å^2
+    b_factor: float = 50.0          # envelope exp(-B k^2 / 4), Å^2 (or a range)
     atom_blur: float = 1.0          # Gaussian blur of the projected points, Å
-    ice: float = 0.3                # ice amplitude relative to the mean particle peak
+    ice: float = 0.3                # ice amplitude relative to the mean particle peak (or a range)
     ice_length: float = 300.0       # ice correlation length, Å
     map_threshold: float = None     # density maps: voxels above this (default mean + std)
     fields: int = 600               # fields simulated per source for `fit --simulate`
 
+    def range_of(self, name):
+        """``(low, high)`` of a setting in :attr:`RANGES` (a single value gives ``(v, v)``).
+
+        Raises
+        ------
+        ConfigError
+            Not a number or a pair of numbers, or ``low > high``.
+        """
+        from numbers import Real
+
+        value = getattr(self, name)
+        pair = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+        if len(pair) != 2 or not all(isinstance(v, Real) and not isinstance(v, bool)
+                                     for v in pair):
+            raise ConfigError(f"{name} must be a number or a (low, high) pair, got {value!r}")
+        if not pair[0] <= pair[1]:
+            label = name.removesuffix("_um").replace("_", " ")
+            raise ConfigError(f"{label} range must satisfy low <= high, got {pair[0]}:{pair[1]}")
+        return pair
+
+    def draw(self, rng):
+        """This config with one value drawn for each ranged setting except ``defocus_um``.
+
+        Only true ranges (``low < high``) use ``rng``, so a config of single values draws
+        nothing; the defocus is drawn per field by the simulator itself.
+        """
+        values = {}
+        for name in self.RANGES:
+            if name == "defocus_um":
+                continue
+            lo, hi = self.range_of(name)
+            if name == "particles":
+                values[name] = int(rng.integers(lo, hi + 1)) if lo < hi else int(lo)
+            else:
+                values[name] = float(rng.uniform(lo, hi)) if lo < hi else lo
+        return dataclasses.replace(self, **values)
+
     def validate(self):
-        if self.pixel_size <= 0:
+        for name in self.RANGES:
+            self.range_of(name)
+        lo, hi = self.range_of("defocus_um")
+        if not (0 < lo <= hi):
+            raise ConfigError(f"defocus range must satisfy 0 < min <= max, got {lo}:{hi} µm")
+        if self.range_of("pixel_size")[0] <= 0:
             raise ConfigError(f"pixel size must be positive, got {self.pixel_size}")
         if self.field < 16:
             raise ConfigError(f"field must be at least 16 pixels, got {self.field}")
-        lo, hi = self.defocus_um
-        if not (0 < lo <= hi):
-            raise ConfigError(f"defocus range must satisfy 0 < min <= max, got {lo}:{hi} µm")
-        if not 0 <= self.amplitude_contrast < 1:
-            raise ConfigError("amplitude contrast must be in [0, 1)")
-        if self.voltage_kv <= 0 or self.cs_mm < 0 or self.b_factor < 0:
+        lo, hi = self.range_of("amplitude_contrast")
+        if not (0 <= lo and hi < 1):
+            raise ConfigError(f"amplitude contrast must be in [0, 1), got {lo}:{hi}")
+        if self.voltage_kv <= 0 or self.cs_mm < 0 or self.range_of("b_factor")[0] < 0:
             raise ConfigError("voltage must be positive; Cs and B-factor not negative")
-        if self.particles < 1 or self.fields < 1:
+        if self.range_of("ice")[0] < 0:
+            raise ConfigError(f"ice amplitude must not be negative, got {self.ice}")
+        lo, hi = self.range_of("particles")
+        if lo < 1 or self.fields < 1:
             raise ConfigError("at least one particle per field and one field")
+        if lo != int(lo) or hi != int(hi):
+            raise ConfigError(f"particles must be whole numbers, got {lo}:{hi}")
         return self
 
     def to_dict(self):
         return dataclasses.asdict(self)
+
+
+#: The broad simulation the shipped model trains on: each setting drawn per field over the
+#: range met in practice (pixel size 0.7-3 Å, B-factor 0-150 Å², defocus 0.3-4 µm,
+#: amplitude contrast 0.05-0.15, 2-12 particles, ice amplitude 0-0.6).
+BROAD_SIMULATION = {
+    "pixel_size": (0.7, 3.0), "b_factor": (0.0, 150.0), "defocus_um": (0.3, 4.0),
+    "amplitude_contrast": (0.05, 0.15), "particles": (2, 12), "ice": (0.0, 0.6),
+}
+
+
+def broad_simulation(**overrides):
+    """A :class:`SimulationConfig` with the :data:`BROAD_SIMULATION` ranges.
+
+    Parameters
+    ----------
+    **overrides
+        Any :class:`SimulationConfig` field (a value or a range) replacing the preset's.
+
+    Raises
+    ------
+    ConfigError
+        An unknown setting or an invalid value.
+    """
+    known = {f.name for f in dataclasses.fields(SimulationConfig)}
+    extra = set(overrides) - known
+    if extra:
+        raise ConfigError(f"unknown simulation setting(s): {', '.join(sorted(extra))}")
+    return SimulationConfig(**{**BROAD_SIMULATION, **overrides}).validate()
 
 
 @dataclass
@@ -253,8 +332,8 @@ class FitConfig:
             extra = set(values) - known
             if extra:
                 raise ConfigError(f"unknown {f.name} setting(s): {', '.join(sorted(extra))}")
-            for key in ("percentiles", "defocus_um"):
-                if key in values:
+            for key in ("percentiles", *SimulationConfig.RANGES):
+                if isinstance(values.get(key), list):
                     values[key] = tuple(values[key])
             parts[f.name] = sub_cls(**values)
         extra = set(data) - {f.name for f in dataclasses.fields(cls)}

@@ -6,8 +6,12 @@ particle is the cloud under a rotation drawn uniformly from SO(3) (scipy), proje
 by bilinear splatting onto the pixel grid and blurred to the atoms' size. Particles are
 placed at random, non-overlapping positions on a smooth low-frequency "ice" background, the
 field is filtered by the contrast transfer function (CTF) of a microscope with a defocus drawn
-from a range (optionally astigmatic) and a B-factor envelope, and scaled to [0, 255]. These
-noise-free fields are the clean targets ``fit`` trains on. :func:`simulate_to_file` can also
+from a range (optionally astigmatic) and a B-factor envelope, and scaled to [0, 255]. Pixel
+size, particle count, amplitude contrast, B-factor and ice amplitude may also be ranges drawn
+per field (:meth:`cryoem_denoise.config.SimulationConfig.draw`; the broad preset
+:func:`cryoem_denoise.config.broad_simulation` spans the values met in practice), and each
+stack's drawn settings are recorded beside it (:func:`record_path`). These noise-free fields
+are the clean targets ``fit`` trains on. :func:`simulate_to_file` can also
 write them with shot noise (Poisson electron counts at a dose, one exposure or two
 independent halves; :func:`cryoem_denoise.noise.shot_noise`), realistic noisy data with a
 known truth.
@@ -21,6 +25,8 @@ CTF (weak-phase approximation; Δf > 0 is underfocus, k in 1/Å)::
 Everything is seeded: the same source, config and seed give the same fields.
 """
 
+import dataclasses
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -181,8 +187,18 @@ def _positions(n, field, radius_px, rng, attempts=500):
     return chosen
 
 
+#: The largest share of the field a particle's diameter may take when a pixel-size range
+#: is narrowed so that the structure fits (see :meth:`Simulator.pixel_range`).
+FIT_SHARE = 0.9
+
+
 class Simulator:
     """Draws clean fields of one structure; see the module docstring.
+
+    Settings given as ranges are drawn per field (:meth:`SimulationConfig.draw`). A
+    pixel-size range is narrowed from below to the sizes at which the particle takes at
+    most :data:`FIT_SHARE` of the field (:meth:`pixel_range`); a single pixel size is used
+    as given.
 
     Raises
     ------
@@ -193,29 +209,46 @@ class Simulator:
     def __init__(self, cloud, cfg):
         self.cloud = cloud
         self.cfg = cfg.validate()
-        self.radius_px = cloud.radius / cfg.pixel_size
-        if 2 * self.radius_px >= cfg.field:
-            raise ConfigError(f"the particle ({2 * cloud.radius:.0f} Å = {2 * self.radius_px:.0f} px "
-                              f"at {cfg.pixel_size:g} Å/px) does not fit the {cfg.field}-pixel field; "
-                              "raise --pixel-size or --field")
+        self.pixel_range = self._fitting_pixel_range()
+        self._ranges = dataclasses.replace(cfg, pixel_size=self.pixel_range)
+
+    def _fitting_pixel_range(self):
+        cfg, diameter = self.cfg, 2 * self.cloud.radius
+        lo, hi = cfg.range_of("pixel_size")
+        if lo == hi:
+            if diameter / lo >= cfg.field:
+                raise ConfigError(f"the particle ({diameter:.0f} Å = {diameter / lo:.0f} px "
+                                  f"at {lo:g} Å/px) does not fit the {cfg.field}-pixel field; "
+                                  "raise --pixel-size or --field")
+            return (lo, hi)
+        smallest = diameter / (FIT_SHARE * cfg.field)
+        if smallest > hi:
+            raise ConfigError(f"the particle ({diameter:.0f} Å) does not fit the {cfg.field}-pixel "
+                              f"field at any pixel size in {lo:g}:{hi:g} Å; raise --pixel-size or "
+                              "--field")
+        return (max(lo, smallest), hi)
+
+    def _blur_px(self, pixel_size):
         # map voxels coarser than the pixel are smoothed into a continuous density
-        self._blur = max(cfg.atom_blur, 0.6 * cloud.spacing) / cfg.pixel_size
+        return max(self.cfg.atom_blur, 0.6 * self.cloud.spacing) / pixel_size
 
     def field(self, rng):
-        """One clean field on [0, 255] (float32) and its parameters."""
+        """One clean field on [0, 255] (float32) and the settings it was drawn with."""
         from scipy.ndimage import gaussian_filter
         from scipy.spatial.transform import Rotation
 
-        cfg = self.cfg
-        pad = int(np.ceil(self.radius_px)) + 8  # room for CTF delocalisation and wrap-around
+        cfg = self._ranges.draw(rng)
+        radius_px = self.cloud.radius / cfg.pixel_size
+        pad = int(np.ceil(radius_px)) + 8  # room for CTF delocalisation and wrap-around
         size = cfg.field + 2 * pad
         signal = np.zeros((size, size))
-        centres = _positions(cfg.particles, cfg.field, self.radius_px, rng)
+        centres = _positions(cfg.particles, cfg.field, radius_px, rng)
         rotations = Rotation.random(len(centres), random_state=rng).as_matrix()
         for (cy, cx), rot in zip(centres, rotations):
             signal += project(self.cloud, rot, cfg.pixel_size, (size, size), (cy + pad, cx + pad))
-        if self._blur > 0:
-            signal = gaussian_filter(signal, self._blur)
+        blur = self._blur_px(cfg.pixel_size)
+        if blur > 0:
+            signal = gaussian_filter(signal, blur)
         peak = signal.max() or 1.0
         signal /= peak
         signal += cfg.ice * 0.25 * _ice(signal.shape, cfg, rng)
@@ -229,7 +262,10 @@ class Simulator:
         lo, hi = image.min(), image.max()
         clean = ((image - lo) * (255.0 / (hi - lo))).astype(np.float32)
         return clean, {"particles": len(centres), "defocus_um": defocus / 1e4,
-                       "astigmatism_um": astig / 1e4, "astigmatism_angle": angle}
+                       "astigmatism_um": astig / 1e4, "astigmatism_angle": angle,
+                       "pixel_size": cfg.pixel_size, "b_factor": cfg.b_factor,
+                       "amplitude_contrast": cfg.amplitude_contrast, "ice": cfg.ice,
+                       "particles_drawn": cfg.particles}
 
     def fields(self, n, seed, progress=None):
         """``n`` fields ``(n, field, field)`` and their parameters; reproducible by seed."""
@@ -270,6 +306,28 @@ def _noise_rng(seed, index):
     return np.random.default_rng([seed, index, 1])
 
 
+def record_path(out):
+    """The JSON record of a clean stack's per-field settings: ``NAME.fields.json`` beside
+    ``NAME.mrcs``."""
+    return Path(out).with_suffix(".fields.json")
+
+
+def _jsonable(params):
+    return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in params.items()}
+
+
+def _write_record(path, source, cfg, seed, pixel_range, params, overwrite):
+    """Write the record of a simulated stack: source, seed, config and each field's draws."""
+    from cryoem_denoise.atomic import atomic_output
+    from cryoem_denoise.datasets import sha256_of
+
+    record = {"source": Path(source).name, "source_sha256": sha256_of(source), "seed": seed,
+              "config": cfg.to_dict(), "pixel_range_used": list(pixel_range),
+              "fields": [{"index": i, **_jsonable(p)} for i, p in enumerate(params)]}
+    with atomic_output(path, overwrite=overwrite) as tmp:
+        Path(tmp).write_text(json.dumps(record, indent=1) + "\n")
+
+
 def simulate_to_file(source, out, n, cfg, seed=0, *, dose=None, halves=False, contrast=None,
                      overwrite=False, progress=False):
     """Simulate ``n`` fields of ``source`` into an MRC stack at ``out``.
@@ -279,7 +337,9 @@ def simulate_to_file(source, out, n, cfg, seed=0, *, dose=None, halves=False, co
     :func:`shot_noise_paths`: one full exposure, or with ``halves`` two independent
     half-dose exposures. The clean stack, on [0, 255], is their known truth. Every output
     is checked before any work and written atomically; the labels record source, seed and
-    dose. The same seed gives the same files.
+    dose, and :func:`record_path` (``NAME.fields.json``) each field's drawn settings (pixel
+    size, defocus, B-factor, ...). The header's voxel size is the pixel size, or the middle
+    of the range used when it is drawn per field. The same seed gives the same files.
 
     Parameters
     ----------
@@ -331,24 +391,28 @@ def simulate_to_file(source, out, n, cfg, seed=0, *, dose=None, halves=False, co
         paths.update(zip(tags, shot_noise_paths(out, halves)))
     elif halves:
         raise ConfigError("half pairs need a dose (--dose)")
-    for path in paths.values():
+    for path in [*paths.values(), record_path(out)]:
         check_output_path(path, overwrite=overwrite)
     sim = Simulator(load_structure(source, cfg.map_threshold), cfg)
     name = Path(source).name
+    voxel = float(np.mean(sim.pixel_range))
+    params = []
     with contextlib.ExitStack() as stack, \
             progress_bar(n, f"simulate {name}", "field", progress) as bar:
         data = {tag: stack.enter_context(mrc.create_mrc(
-            path, (n, cfg.field, cfg.field), kind="stack", voxel_size=(cfg.pixel_size,) * 3,
+            path, (n, cfg.field, cfg.field), kind="stack", voxel_size=(voxel,) * 3,
             overwrite=overwrite, label=_label(name, seed, tag, dose, contrast)))
             for tag, path in paths.items()}
         for i in range(n):
-            clean, _ = sim.field(np.random.default_rng([seed, i]))
+            clean, p = sim.field(np.random.default_rng([seed, i]))
+            params.append(p)
             data["clean"][i] = clean
             if dose is not None:
                 counts = noise.shot_noise(clean, dose, _noise_rng(seed, i), halves, contrast)
                 for tag, image in zip(list(paths)[1:], counts if halves else (counts,)):
                     data[tag][i] = image
             bar.update(1)
+    _write_record(record_path(out), source, cfg, seed, sim.pixel_range, params, overwrite)
     return Path(out)
 
 
@@ -366,7 +430,8 @@ def cached_fields(source, cfg, seed=0, cache=None, progress=False):
     """Path of a stack of ``cfg.fields`` simulated fields, generated once into the cache.
 
     The file name carries a hash of the source's content, the config and the seed, so a
-    changed setting makes a new stack and a repeated run reuses the old one.
+    changed setting makes a new stack and a repeated run reuses the old one; each field's
+    drawn settings are in its :func:`record_path`.
     """
     from cryoem_denoise.datasets import cache_dir
 

@@ -213,3 +213,113 @@ def test_simulate_dose_refusals(blob_map, tmp_path):
     assert ok.exit_code == 0, ok.output
     assert mrc.read_sections(tmp_path / "f_half2.mrcs")[0].shape == (2, 48, 48)
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".part")]
+
+
+RANGED = dict(pixel_size=(0.8, 1.2), b_factor=(0.0, 150.0), amplitude_contrast=(0.05, 0.15),
+              particles=(1, 3), ice=(0.0, 0.5), defocus_um=(0.3, 4.0))
+
+
+def test_ranges_are_drawn_per_field_within_bounds(blob_map):
+    path, _ = blob_map
+    cfg = SimulationConfig(field=48, **RANGED)
+    sim = simulate.Simulator(simulate.load_structure(path, threshold=0.0), cfg)
+    a, params = sim.fields(6, seed=3)
+    b, again = sim.fields(6, seed=3)
+    np.testing.assert_array_equal(a, b)
+    assert params == again
+    for name, (lo, hi) in RANGED.items():
+        values = [p[name] for p in params] if name != "particles" else \
+            [p["particles_drawn"] for p in params]
+        assert all(lo <= v <= hi for v in values), name
+        assert len(set(values)) > 1, name  # drawn per field, not once
+    assert all(isinstance(p["particles_drawn"], int) for p in params)
+
+
+def test_single_values_draw_nothing():
+    cfg = SimulationConfig()
+    rng = np.random.default_rng(7)
+    assert cfg.draw(rng) == cfg
+    assert rng.uniform() == np.random.default_rng(7).uniform()  # no number was used
+    assert SimulationConfig(pixel_size=(1.5, 1.5)).draw(rng).pixel_size == 1.5
+
+
+@pytest.mark.parametrize("setting, match", [
+    ({"pixel_size": (3.0, 1.0)}, "pixel size range must satisfy low <= high"),
+    ({"pixel_size": (0.0, 1.0)}, "pixel size must be positive"),
+    ({"pixel_size": "big"}, "pixel_size must be a number or a"),
+    ({"b_factor": (-5.0, 10.0)}, "B-factor not negative"),
+    ({"amplitude_contrast": (0.1, 1.0)}, "amplitude contrast must be in"),
+    ({"particles": (0, 4)}, "at least one particle"),
+    ({"particles": (1.5, 4)}, "whole numbers"),
+    ({"ice": (-0.1, 0.2)}, "ice amplitude must not be negative"),
+    ({"ice": (1, 2, 3)}, "ice must be a number or a"),
+])
+def test_bad_ranges_are_config_errors(setting, match):
+    with pytest.raises(ConfigError, match=match) as info:
+        SimulationConfig(**setting).validate()
+    assert "\n" not in str(info.value)
+
+
+def test_broad_preset_and_json_round_trip():
+    from cryoem_denoise.config import BROAD_SIMULATION, FitConfig, broad_simulation
+
+    cfg = broad_simulation(field=256)
+    assert cfg.field == 256 and cfg.pixel_size == BROAD_SIMULATION["pixel_size"] == (0.7, 3.0)
+    assert cfg.range_of("b_factor") == (0.0, 150.0) and cfg.range_of("defocus_um") == (0.3, 4.0)
+    loaded = FitConfig.from_json(FitConfig(simulation=cfg).to_json()).simulation
+    assert loaded == cfg and isinstance(loaded.particles, tuple)
+    assert FitConfig.from_json(FitConfig().to_json()).simulation == SimulationConfig()
+    with pytest.raises(ConfigError, match="unknown simulation setting"):
+        broad_simulation(pixle_size=1.0)
+    with pytest.raises(ConfigError, match="pixel size range"):
+        broad_simulation(pixel_size=(3.0, 0.7))
+
+
+def test_pixel_range_narrowed_so_the_particle_fits(blob_map):
+    path, _ = blob_map
+    cloud = simulate.load_structure(path, threshold=0.0)
+    cfg = SimulationConfig(pixel_size=(0.05, 2.0), field=32, particles=(1, 2))
+    sim = simulate.Simulator(cloud, cfg)
+    smallest = 2 * cloud.radius / (simulate.FIT_SHARE * 32)
+    assert sim.pixel_range == pytest.approx((smallest, 2.0))
+    _, params = sim.fields(5, seed=0)
+    assert all(smallest <= p["pixel_size"] <= 2.0 for p in params)
+    with pytest.raises(ConfigError, match="at any pixel size"):
+        simulate.Simulator(cloud, SimulationConfig(pixel_size=(0.05, 0.1), field=32))
+
+
+def test_stack_records_each_fields_draws(blob_map, tmp_path):
+    import json
+
+    path, _ = blob_map
+    cfg = SimulationConfig(field=40, map_threshold=0.0, **RANGED)
+    out = simulate.simulate_to_file(path, tmp_path / "r.mrcs", 3, cfg, seed=2)
+    record = json.loads(simulate.record_path(out).read_text())
+    assert simulate.record_path(out) == tmp_path / "r.fields.json"
+    assert record["seed"] == 2 and record["source"] == "blob.map"
+    assert record["config"]["pixel_size"] == [0.8, 1.2]
+    assert [f["index"] for f in record["fields"]] == [0, 1, 2]
+    _, params = simulate.Simulator(simulate.load_structure(path, 0.0), cfg).fields(3, seed=2)
+    assert [f["pixel_size"] for f in record["fields"]] == [p["pixel_size"] for p in params]
+    _, header = mrc.read_sections(out)
+    assert 0.8 <= header.voxel_size[0] <= 1.2
+
+
+def test_simulate_cli_ranges_and_preset(blob_map, tmp_path):
+    import json
+
+    path, _ = blob_map
+    out = tmp_path / "b.mrcs"
+    result = CliRunner().invoke(cli, _sim_args(path, out)[:4] + [
+        "--n", "2", "--field", "48", "--threshold", "0", "-q", "--preset", "broad",
+        "--pixel-size", "0.8:1.2", "--particles", "1:3"])
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "b.fields.json").read_text())
+    assert record["config"]["b_factor"] == [0.0, 150.0]  # from the preset
+    assert record["config"]["pixel_size"] == [0.8, 1.2]  # given
+    assert all(0.8 <= f["pixel_size"] <= 1.2 for f in record["fields"])
+    for args, match in ((["--pixel-size", "3:1"], "pixel size range"),
+                        (["--b-factor", "1:2:3"], "LOW:HIGH"),
+                        (["--particles", "1.5"], "whole numbers")):
+        bad = CliRunner().invoke(cli, _sim_args(path, tmp_path / "x.mrcs") + args)
+        assert bad.exit_code == 2 and match in bad.output, bad.output

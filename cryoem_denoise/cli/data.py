@@ -100,7 +100,7 @@ def info(files, as_json):
 @click.option("--cache", type=click.Path(file_okay=False),
               help="Cache folder (default: $CRYOEM_DENOISE_DATA or ~/.cache/cryoem-denoise).")
 def fetch(names, list_only, cache):
-    """Fetch the real sample data (micrographs, EMDB maps, 6zu5 model) into the cache.
+    """Fetch the sample data (micrographs, EMDB maps, atomic models) into the cache.
 
     NAMES picks files (default: all). Files already cached and verified are not
     downloaded again; the paths are printed, one per line.
@@ -117,24 +117,67 @@ def fetch(names, list_only, cache):
 
 
 # -- simulate ----------------------------------------------------------------------------
+def _parse_range(text, hint, integer=False):
+    """``'V'`` as one value or ``'LOW:HIGH'`` as a range, for a simulation option."""
+    kind = int if integer else float
+    try:
+        parts = [kind(v) for v in text.split(":")]
+    except ValueError:
+        parts = []
+    if len(parts) not in (1, 2):
+        what = "whole numbers" if integer else "numbers"
+        raise click.BadParameter(f"expected a value or LOW:HIGH ({what}), got {text!r}",
+                                 param_hint=hint)
+    return parts[0] if len(parts) == 1 else tuple(parts)
+
+
+#: Simulation options that take a value or a LOW:HIGH range: option → (field, integer).
+_RANGE_OPTIONS = {"pixel_size": ("pixel_size", False), "particles": ("particles", True),
+                  "amplitude_contrast": ("amplitude_contrast", False),
+                  "defocus": ("defocus_um", False), "b_factor": ("b_factor", False),
+                  "ice": ("ice", False)}
+
+
+def _simulation_config(preset, ranges, **values):
+    """The preset (or the defaults) with the given range options and ``values`` applied."""
+    from cryoem_denoise.config import SimulationConfig, broad_simulation
+
+    for option, text in ranges.items():
+        if text is None:
+            continue
+        name, integer = _RANGE_OPTIONS[option]
+        value = _parse_range(text, "--" + option.replace("_", "-"), integer)
+        values[name] = (value, value) if name == "defocus_um" and not isinstance(value, tuple) \
+            else value
+    return broad_simulation(**values) if preset == "broad" else SimulationConfig(**values).validate()
+
+
+def _range_help(text, default):
+    return f"{text}; one value or a range LOW:HIGH drawn per field  [{default}]"
+
+
 @cli.command()
 @click.argument("source", type=click.Path())
 @click.option("--out", "-o", required=True, type=click.Path(dir_okay=False),
               help="Output stack (.mrcs) of clean fields.")
 @click.option("--n", "n_fields", type=int, default=10, show_default=True, help="Fields to simulate.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--pixel-size", type=float, default=2.0, show_default=True, help="Å per pixel.")
+@click.option("--preset", type=click.Choice(["broad"]),
+              help="Start from a named setting: 'broad' draws pixel size 0.7:3 Å, B-factor "
+                   "0:150 Å², defocus 0.3:4 µm, amplitude contrast 0.05:0.15, 2:12 particles "
+                   "and ice 0:0.6 per field (the shipped model's training data); options "
+                   "given here override it.")
+@click.option("--pixel-size", help=_range_help("Å per pixel", "2.0"))
 @click.option("--field", type=int, default=512, show_default=True, help="Field side, pixels.")
-@click.option("--particles", type=int, default=6, show_default=True, help="Particles per field.")
+@click.option("--particles", help=_range_help("Particles per field", "6"))
 @click.option("--voltage", type=float, default=300.0, show_default=True, help="kV.")
 @click.option("--cs", type=float, default=2.7, show_default=True, help="Spherical aberration, mm.")
-@click.option("--amplitude-contrast", type=float, default=0.1, show_default=True)
-@click.option("--defocus", default="1.0:2.5", show_default=True,
-              help="Underfocus range MIN:MAX in µm (or one value).")
+@click.option("--amplitude-contrast", help=_range_help("Amplitude contrast", "0.1"))
+@click.option("--defocus", help=_range_help("Underfocus, µm", "1.0:2.5"))
 @click.option("--astigmatism", type=float, default=0.05, show_default=True,
               help="Max half-difference of the two defoci, µm.")
-@click.option("--b-factor", type=float, default=50.0, show_default=True, help="Envelope, Å².")
-@click.option("--ice", type=float, default=0.3, show_default=True, help="Background strength.")
+@click.option("--b-factor", help=_range_help("Envelope, Å²", "50"))
+@click.option("--ice", help=_range_help("Background strength", "0.3"))
 @click.option("--threshold", type=float, help="Density maps: voxels above this value.")
 @click.option("--dose", type=float,
               help="Also write the fields with shot noise: Poisson electron counts at this mean "
@@ -149,33 +192,28 @@ def fetch(names, list_only, cache):
 @click.option("--png", is_flag=True, help="Also write a PNG of the first fields.")
 @click.option("--overwrite", is_flag=True)
 @click.option("--quiet", "-q", is_flag=True)
-def simulate(source, out, n_fields, seed, pixel_size, field, particles, voltage, cs,
+def simulate(source, out, n_fields, seed, preset, pixel_size, field, particles, voltage, cs,
              amplitude_contrast, defocus, astigmatism, b_factor, ice, threshold, dose, halves,
              contrast, png, overwrite, quiet):
     """Simulate clean cryo-EM fields from SOURCE (PDB/mmCIF model or MRC density map).
 
     Random orientations, non-overlapping particles on a smooth ice background, the CTF of
-    the given microscope, scaled to [0, 255]; reproducible with --seed. With --dose the same
-    fields are also written as electron counts with shot noise (one exposure, or with
-    --halves two independent halves); the clean stack is their known truth.
+    the given microscope, scaled to [0, 255]; reproducible with --seed. Settings given as
+    LOW:HIGH ranges (or by --preset broad) are drawn per field and recorded in
+    NAME.fields.json beside the stack. With --dose the same fields are also written as
+    electron counts with shot noise (one exposure, or with --halves two independent
+    halves); the clean stack is their known truth.
     """
     import time
     from pathlib import Path
 
     from cryoem_denoise import simulate as sim
-    from cryoem_denoise.config import SimulationConfig
 
-    try:
-        parts = [float(v) for v in defocus.split(":")]
-    except ValueError:
-        raise click.BadParameter(f"expected MIN:MAX in µm, got {defocus!r}", param_hint="--defocus")
-    lo, hi = (parts[0], parts[-1]) if len(parts) in (1, 2) else (None, None)
-    if lo is None:
-        raise click.BadParameter(f"expected MIN:MAX in µm, got {defocus!r}", param_hint="--defocus")
-    cfg = SimulationConfig(pixel_size=pixel_size, field=field, particles=particles,
-                           voltage_kv=voltage, cs_mm=cs, amplitude_contrast=amplitude_contrast,
-                           defocus_um=(lo, hi), astigmatism_um=astigmatism, b_factor=b_factor,
-                           ice=ice, map_threshold=threshold, fields=n_fields).validate()
+    ranges = {"pixel_size": pixel_size, "particles": particles, "defocus": defocus,
+              "amplitude_contrast": amplitude_contrast, "b_factor": b_factor, "ice": ice}
+    cfg = _simulation_config(preset, ranges, field=field, voltage_kv=voltage, cs_mm=cs,
+                             astigmatism_um=astigmatism, map_threshold=threshold,
+                             fields=max(n_fields, 1))
     if n_fields < 1:
         raise click.BadParameter("must be at least 1", param_hint="--n")
     if halves and dose is None:
