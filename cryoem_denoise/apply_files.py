@@ -248,9 +248,12 @@ def apply_file(denoiser, intensity, job, options, progress=None, noise_levels=No
             noisy_out = noisy_out.reshape(n, ny, nx)
         in_flight = {}
 
+        # a clean reference (--sigma) is scaled like the training images, a noisy input
+        # like noisy images (DataConfig.noisy_intensity)
+        method, percentiles = intensity.scaling(noisy=options.sigma is None)
+
         def scale(k):
-            return Affine(*intensity_range(sections[k], intensity.intensity,
-                                           intensity.percentiles))
+            return Affine(*intensity_range(sections[k], method, percentiles))
 
         try:
             level, how = noise_level_for(denoiser, sections, scale, options)
@@ -263,8 +266,7 @@ def apply_file(denoiser, intensity, job, options, progress=None, noise_levels=No
             section = sections[k]
             try:
                 mrc.check_section(section, job.source, k if n > 1 else None)
-                affine = Affine(*intensity_range(section, intensity.intensity,
-                                                 intensity.percentiles))
+                affine = scale(k)
             except CryoEMDenoiseError as exc:
                 raise exc.with_path(job.source) from None
             if options.sigma is None:

@@ -85,7 +85,11 @@ class DataConfig:
     # how sigma is drawn from the range per crop: 'uniform' (our reading of the paper) or
     # 'log_uniform' (as many crops in 10-20 as in 40-80: more weight on light noise)
     sigma_draw: str = "uniform"
-    intensity: str = "minmax"       # per-image scaling to [0,255]: 'minmax' or 'percentile'
+    intensity: str = "minmax"       # per-image scaling to [0,255]: 'minmax', 'percentile', 'robust'
+    # scaling of noisy images (apply without --sigma, halves, Noise2Noise/self-supervised
+    # training): 'same' as `intensity` (the paper), or a method of its own; 'robust' puts a
+    # real micrograph's median and noise where the training inputs had theirs
+    noisy_intensity: str = "same"
     percentiles: tuple = (0.1, 99.9)
     augment: bool = True            # random flips and 90-degree rotations of crops
     validation_fraction: float = 0.1  # held-out share (whole sections, or a band of rows)
@@ -111,6 +115,15 @@ class DataConfig:
 
         if self.intensity not in METHODS:
             raise ConfigError(f"intensity must be one of {', '.join(METHODS)}, got {self.intensity!r}")
+        if self.noisy_intensity not in ("same",) + tuple(METHODS):
+            raise ConfigError(f"noisy_intensity must be 'same' or one of {', '.join(METHODS)}, "
+                              f"got {self.noisy_intensity!r}")
+
+    def scaling(self, noisy=False):
+        """``(method, percentiles)`` that scale a clean image, or a ``noisy`` one, to [0, 255]."""
+        if noisy and self.noisy_intensity != "same":
+            return self.noisy_intensity, self.percentiles
+        return self.intensity, self.percentiles
         if not 0 <= self.validation_fraction < 1:
             raise ConfigError("validation_fraction must be in [0, 1)")
 
@@ -333,7 +346,7 @@ class FitConfig:
             if extra:
                 raise ConfigError(f"unknown {f.name} setting(s): {', '.join(sorted(extra))}")
             for key in ("percentiles", *SimulationConfig.RANGES):
-                if isinstance(values.get(key), list):
+                if key in values:
                     values[key] = tuple(values[key])
             parts[f.name] = sub_cls(**values)
         extra = set(data) - {f.name for f in dataclasses.fields(cls)}
@@ -375,12 +388,12 @@ def quality_config():
     (13 MiB) without dropout, resize-convolution upsampling and a full-resolution stem and head (no
     checkerboard), a noise-level input channel, sigma drawn log-uniformly from 5-90 and
     each crop weighted by 1/sigma^2 in a mean-squared-error loss without the critic, robust
-    intensity scaling, and the broad multi-structure simulation.
+    scaling of noisy inputs (``noisy_intensity``), and the broad multi-structure simulation.
     """
     cfg = FitConfig(
         model=ModelConfig(ngf=16, ndf=16, residual=True, upsample="resize",
                           full_resolution=True, sigma_map=True, dropout=0.0),
-        data=DataConfig(sigma="5:90", sigma_draw="log_uniform", intensity="percentile"),
+        data=DataConfig(sigma="5:90", sigma_draw="log_uniform", noisy_intensity="robust"),
         train=TrainConfig(adversarial=False, gray_reduction="mean", gray_scale="unit255",
                           loss_weighting="inverse_variance", g_lr=2e-4, adam_beta1=0.9,
                           precision="auto"),

@@ -32,8 +32,8 @@ class HalfPairResult:
 
 
 def _denoise(denoiser, data_cfg, section):
-    scaled, affine = to_unit255(np.asarray(section, np.float32), data_cfg.intensity,
-                                data_cfg.percentiles)
+    scaled, affine = to_unit255(np.asarray(section, np.float32),
+                                *data_cfg.scaling(noisy=True))
     return affine.inverse(denoiser.denoise(scaled))
 
 

@@ -73,7 +73,9 @@ def _prepare(section, data_cfg, tile, path, index):
     sec = np.asarray(section, dtype=np.float32)
     try:
         mrc.check_section(sec)
-        scaled, _ = to_unit255(sec, data_cfg.intensity, data_cfg.percentiles)
+        # without clean targets the training images are noisy: scaled as noisy inputs are
+        noisy = data_cfg.mode in ("noise2noise", "self_supervised")
+        scaled, _ = to_unit255(sec, *data_cfg.scaling(noisy))
     except InputError as exc:
         where = f"section {index}: " if index is not None else ""
         raise InputError(where + exc.message, path) from None

@@ -147,3 +147,13 @@ def test_noise_level_on_a_model_without_that_input_is_one_line(tiny_model, make_
     assert len(lines) == 1 and "noise-level input" in lines[0]
     r = _cli("apply", src, "--model", tiny_model, "--out", tmp_path / "p", "--noise-level", -3)
     assert r.returncode == 2
+
+
+def test_noisy_inputs_can_be_scaled_their_own_way(tmp_path, make_mrc):
+    from cryoem_denoise.config import DataConfig
+
+    data = DataConfig(noisy_intensity="robust")
+    assert data.scaling(noisy=True)[0] == "robust" and data.scaling()[0] == "minmax"
+    assert DataConfig().scaling(noisy=True)[0] == "minmax"  # the paper: one scaling for all
+    with pytest.raises(ConfigError):
+        DataConfig(noisy_intensity="nope").validate()

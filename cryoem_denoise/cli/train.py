@@ -31,6 +31,7 @@ _FIT_OPTIONS = {
     "subsample_draws": ("data", "subsample_draws"),
     "sigma_map": ("model", "sigma_map"), "sigma_draw": ("data", "sigma_draw"),
     "loss_weighting": ("train", "loss_weighting"),
+    "noisy_intensity": ("data", "noisy_intensity"),
 }
 
 #: Options that change the generator (they may not differ from an --init-from model's).
@@ -119,6 +120,9 @@ def _build_fit_config(base, experiment, options):
 @click.option("--gray-reduction", type=click.Choice(["sum", "mean"]), help="[sum]")
 @click.option("--intensity", type=click.Choice(list(INTENSITY_METHODS)),
               help="Per-image scaling to [0,255]  [minmax]")
+@click.option("--noisy-intensity", type=click.Choice(["same", *INTENSITY_METHODS]),
+              help="Scaling of noisy images (apply without --sigma, halves, Noise2Noise): "
+                   "'robust' puts real data where the training inputs were  [same]")
 @click.option("--augment/--no-augment", default=None, help="Random flips and rotations  [on]")
 @click.option("--validation-fraction", type=float, help="Held-out share of the data  [0.1]")
 @click.option("--precision", type=click.Choice(["auto", "float32", "mixed_float16",
