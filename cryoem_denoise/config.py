@@ -346,7 +346,7 @@ class FitConfig:
             if extra:
                 raise ConfigError(f"unknown {f.name} setting(s): {', '.join(sorted(extra))}")
             for key in ("percentiles", *SimulationConfig.RANGES):
-                if key in values:
+                if isinstance(values.get(key), list):
                     values[key] = tuple(values[key])
             parts[f.name] = sub_cls(**values)
         extra = set(data) - {f.name for f in dataclasses.fields(cls)}
