@@ -213,7 +213,9 @@ class SimulationConfig:
     ice: float = 0.3                # ice amplitude relative to the mean particle peak (or a range)
     ice_length: float = 300.0       # ice correlation length, Å
     map_threshold: float = None     # density maps: voxels above this (default mean + std)
-    fields: int = 600               # fields simulated per source for `fit --simulate`
+    # fields simulated per `fit --simulate` source; for the built-in training set, in all,
+    # split evenly over its structures (datasets.default_training_inputs)
+    fields: int = 600
 
     def range_of(self, name):
         """``(low, high)`` of a setting in :attr:`RANGES` (a single value gives ``(v, v)``).

