@@ -399,6 +399,7 @@ def quality_config():
         train=TrainConfig(adversarial=False, gray_reduction="mean", gray_scale="unit255",
                           loss_weighting="inverse_variance", g_lr=2e-4, adam_beta1=0.9,
                           precision="auto"),
+        simulation=broad_simulation(),
     )
     return cfg.validate()
 

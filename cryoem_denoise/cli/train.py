@@ -159,7 +159,8 @@ def fit(inputs, out, noisy, config_file, tiny, preset, experiment, sim_sources, 
     Noise of --sigma is added on the fly (the paper's protocol); with --noisy, pairs are
     used as they are. --simulate adds fields simulated from a structure (generated once
     into the cache). Without INPUTS or --simulate, the built-in set is used: fields
-    simulated from the 6zu5 ribosome plus the two real sample micrographs.
+    simulated from the seven training structures (--preset quality: with the microscope
+    and sample settings drawn per field from broad ranges).
 
     Real data without clean images: --noise2noise (INPUTS and --noisy are the two halves of
     each exposure) or --self-supervised (INPUTS are single noisy exposures), optionally
@@ -210,8 +211,8 @@ def fit(inputs, out, noisy, config_file, tiny, preset, experiment, sim_sources, 
     if resume and not clean:
         clean, noisy_paths = training.saved_inputs(out)
     elif not clean:
-        click.echo("no inputs given: training on simulated 6zu5 ribosome fields and the sample "
-                   "micrographs", err=True)
+        click.echo("no inputs given: training on fields simulated from the 7 training "
+                   "structures (5 atomic models, 2 EMDB maps)", err=True)
         clean = datasets.default_training_inputs(cfg.simulation, cfg.train.seed,
                                                  progress=not quiet)
     meta = training.fit(cfg, clean, out, noisy_paths=noisy_paths, resume=resume,
