@@ -240,6 +240,12 @@ def split_evenly(total, parts):
     return [base + (i < extra) for i in range(parts)]
 
 
+def is_simulated(path):
+    """Whether ``path`` names a stack of the simulated-field cache (it can be made again)."""
+    path = Path(path)
+    return path.parent.name == "simulated" and path.suffix == ".mrcs"
+
+
 def default_training_inputs(sim_cfg=None, seed=0, progress=False):
     """The built-in training set: simulated clean fields of every training structure.
 

