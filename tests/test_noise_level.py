@@ -157,3 +157,34 @@ def test_noisy_inputs_can_be_scaled_their_own_way(tmp_path, make_mrc):
     assert DataConfig().scaling(noisy=True)[0] == "minmax"  # the paper: one scaling for all
     with pytest.raises(ConfigError):
         DataConfig(noisy_intensity="nope").validate()
+
+
+def test_fit_sim_preset_and_pixel_size_range(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from cryoem_denoise import model_store, mrc
+    from cryoem_denoise.cli import cli
+
+    rng = np.random.default_rng(0)
+    vol = np.zeros((9, 11, 13), np.float32)
+    vol[2:7, 3:8, 4:9] = rng.uniform(0.5, 2.0, (5, 5, 5))
+    source = tmp_path / "blob.map"
+    mrc.write_mrc(source, vol, voxel_size=(1.0, 1.0, 1.0), kind="volume")
+    monkeypatch.setenv("CRYOEM_DENOISE_DATA", str(tmp_path / "cache"))
+    out = tmp_path / "model"
+    r = CliRunner().invoke(cli, ["fit", "--tiny", "--simulate", str(source), "--sim-fields", "6",
+                                 "--pixel-size", "1:2", "--steps", "2", "--out", str(out), "-q"])
+    assert r.exit_code == 0, r.output
+    assert model_store.load_config(out).simulation.pixel_size == (1.0, 2.0)
+    r = CliRunner().invoke(cli, ["fit", "--tiny", "--simulate", str(source), "--sim-fields", "6",
+                                 "--sim-preset", "broad", "--pixel-size", "1:2", "--steps", "2",
+                                 "--out", str(tmp_path / "m2"), "-q"])
+    assert r.exit_code == 0, r.output
+    sim = model_store.load_config(tmp_path / "m2").simulation
+    assert sim.b_factor == (0.0, 150.0) and sim.fields == 6
+    r = CliRunner().invoke(cli, ["fit", "--tiny", "--preset", "quality", "--out",
+                                 str(tmp_path / "m3")])
+    assert r.exit_code == 2 and "--tiny" in r.output
+    r = CliRunner().invoke(cli, ["fit", "--tiny", "--pixel-size", "a:b", "--out",
+                                 str(tmp_path / "m4")])
+    assert r.exit_code == 2
