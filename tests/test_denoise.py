@@ -44,6 +44,17 @@ def test_stream_batches_small_images_together():
     np.testing.assert_allclose(out, stack, atol=2e-3)
 
 
+def test_small_images_get_the_smallest_tile_that_covers_them():
+    den = identity_denoiser(tile=256, overlap=64)  # depth 6: multiples of 64
+    assert den.tile_for((40, 50)) == 64
+    assert den.tile_for((100, 180)) == 192
+    assert den.tile_for((4096, 4096)) == 256
+    grid = den.grid((40, 50))
+    assert grid.tile == 64 and grid.overlap == 32  # overlap at most half the tile
+    img = np.random.default_rng(3).uniform(0, 255, (100, 180)).astype(np.float32)
+    np.testing.assert_allclose(den.denoise(img), img, atol=2e-3)
+
+
 def test_tile_must_fit_the_model():
     with pytest.raises(ConfigError, match="multiple of 64"):
         identity_denoiser(tile=96)

@@ -188,3 +188,13 @@ def test_fit_sim_preset_and_pixel_size_range(tmp_path, monkeypatch):
     r = CliRunner().invoke(cli, ["fit", "--tiny", "--pixel-size", "a:b", "--out",
                                  str(tmp_path / "m4")])
     assert r.exit_code == 2
+
+
+def test_an_estimate_outside_the_trained_range_warns(sigma_map_model):
+    from cryoem_denoise.denoise import load_denoiser
+    from cryoem_denoise.errors import InputWarning
+
+    denoiser, _ = load_denoiser(sigma_map_model)  # trained on sigma 20-40
+    image = 128 + 5 * np.random.default_rng(0).standard_normal((64, 64)).astype(np.float32)
+    with pytest.warns(InputWarning, match=r"estimated noise sigma [45]\.\d .*20-40"):
+        denoiser.denoise(image)

@@ -61,9 +61,9 @@ def _format_and_dtype(fmt, dtype):
                    "(0 or 1.0); a real value in the header is kept.")
 @click.option("--suffix", default="_denoised", show_default=True,
               help="Appended to each input's name for its output.")
-@click.option("--tile", type=int, default=256, show_default=True,
+@click.option("--tile", type=int, default=512, show_default=True,
               help="Tile side (a multiple of 2**depth; larger than trained is allowed).")
-@click.option("--overlap", type=int, default=32, show_default=True,
+@click.option("--overlap", type=int, default=64, show_default=True,
               help="Pixels shared by neighbouring tiles (blended).")
 @click.option("--batch-size", type=int, default=16, show_default=True, help="Tiles per batch.")
 @click.option("--precision", type=click.Choice(["auto", "float32", "mixed_float16",
