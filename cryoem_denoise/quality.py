@@ -23,7 +23,6 @@ a noise-level input would otherwise estimate it per call, from a region that mov
 the shift).
 """
 
-import inspect
 from dataclasses import dataclass
 
 import numpy as np
@@ -237,14 +236,10 @@ def tiling_disagreement(denoise_fn, image, shift, margin=0):
 
 
 def estimate_noise_sigma(image):
-    """Noise sigma of an image in its own units (``noise.estimate_sigma`` where the
-    package has it, else scikit-image's wavelet estimate)."""
-    from cryoem_denoise import noise
+    """Noise sigma of an image in its own units (:func:`cryoem_denoise.noise.estimate_sigma`)."""
+    from cryoem_denoise.noise import estimate_sigma
 
-    estimate = getattr(noise, "estimate_sigma", None)
-    if estimate is None:
-        from skimage.restoration import estimate_sigma as estimate
-    return float(estimate(np.asarray(image, np.float32)))
+    return float(estimate_sigma(np.asarray(image, np.float32)))
 
 
 def model_denoise_fn(denoiser, sigma=None):
@@ -258,16 +253,15 @@ def model_denoise_fn(denoiser, sigma=None):
         Noise sigma on [0, 255] passed to every call, where ``denoise`` takes one (models
         with a noise-level input); ``None`` lets it estimate per image.
     """
-    takes_sigma = "sigma" in inspect.signature(denoiser.denoise).parameters
-    if takes_sigma and sigma is not None:
+    if sigma is not None:
         return lambda image: denoiser.denoise(np.asarray(image, np.float32), sigma=float(sigma))
     return lambda image: denoiser.denoise(np.asarray(image, np.float32))
 
 
 def scale_for_model(image, data_config):
-    """A file-unit image scaled to [0, 255] as ``apply`` scales it for a model.
+    """A noisy file-unit image scaled to [0, 255] as ``apply`` scales it for a model.
 
-    The model's intensity method (``data_config.intensity``, ``.percentiles``) gives the
+    The model's scaling of noisy inputs (``data_config.scaling(noisy=True)``) gives the
     affine; values are not clipped (``apply`` does not clip either).
 
     Returns
@@ -278,5 +272,5 @@ def scale_for_model(image, data_config):
     """
     from cryoem_denoise.intensity import Affine, intensity_range
 
-    affine = Affine(*intensity_range(image, data_config.intensity, data_config.percentiles))
+    affine = Affine(*intensity_range(image, *data_config.scaling(noisy=True)))
     return affine.forward(image), affine
