@@ -208,6 +208,18 @@ def test_model_folder_contents_and_loading(clean_mrc, tmp_path):
     assert len((out / model_store.LOSSES).read_text().splitlines()) == 3  # header + steps 5, 10
 
 
+def test_max_minutes_leaves_a_usable_model_that_resumes(clean_mrc, tmp_path):
+    data = clean_mrc("m.mrc", (160, 160))
+    out = tmp_path / "model"
+    meta = training.fit(tiny_config(steps=10, checkpoint_every=5), [data], out, time_limit=0)
+    assert meta["steps"] == 1  # stopped after the first step: checkpoint and weights written
+    assert (out / model_store.WEIGHTS).is_file() and model_store.checkpoint_paths(out)
+    model_store.load_generator(out)
+    meta = training.fit(tiny_config(steps=10, checkpoint_every=5), [data], out, resume=True)
+    assert meta["steps"] == 10
+    assert _cli("fit", "--tiny", "--out", tmp_path / "x", "--max-minutes", "0").returncode == 2
+
+
 def test_fit_refuses_bad_setups_before_training(clean_mrc, make_mrc, tmp_path):
     data = clean_mrc("d.mrc", (160, 160))
     ok = tmp_path / "ok"

@@ -155,10 +155,14 @@ def _build_fit_config(base, experiment, options):
               help="Start from this model folder's generator ('default': the shipped model).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--overwrite", is_flag=True, help="Replace a model already in --out.")
+@click.option("--max-minutes", type=float,
+              help="Train for at most this long in this call, then write a usable model "
+                   "(checkpoint and weights); --resume continues it to --steps.")
 @click.option("--stop-after", type=int, hidden=True)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def fit(inputs, out, noisy, config_file, tiny, preset, experiment, sim_sources, noise2noise,
-        self_supervised, resume, overwrite, stop_after, quiet, sim_preset, **options):
+        self_supervised, resume, overwrite, stop_after, quiet, sim_preset, max_minutes,
+        **options):
     """Train the WGAN denoiser on clean MRC INPUTS (files or folders) into --out.
 
     Noise of --sigma is added on the fly (the paper's protocol); with --noisy, pairs are
@@ -179,6 +183,9 @@ def fit(inputs, out, noisy, config_file, tiny, preset, experiment, sim_sources, 
     from cryoem_denoise.simulate import cached_fields
 
     quiet_tensorflow()
+    if max_minutes is not None and not max_minutes > 0:
+        raise click.BadParameter(f"must be positive, got {max_minutes:g}",
+                                 param_hint="--max-minutes")
     if resume:
         if config_file or tiny or preset:
             raise click.UsageError("--resume continues the saved config; drop "
@@ -236,7 +243,8 @@ def fit(inputs, out, noisy, config_file, tiny, preset, experiment, sim_sources, 
         clean = datasets.default_training_inputs(cfg.simulation, cfg.train.seed,
                                                  progress=not quiet)
     meta = training.fit(cfg, clean, out, noisy_paths=noisy_paths, resume=resume,
-                        overwrite=overwrite, progress=not quiet, stop_after=stop_after)
+                        overwrite=overwrite, progress=not quiet, stop_after=stop_after,
+                        time_limit=None if max_minutes is None else max_minutes * 60)
     last = meta["validation"][-1] if meta["validation"] else {}
     summary = f"model in {out}: {meta['steps']} steps, {meta['train_seconds']:.0f} s"
     if last:

@@ -65,7 +65,7 @@ def prepare_data(cfg, clean_paths, noisy_paths=None):
 
 
 def fit(cfg, clean_paths, model_dir, *, noisy_paths=None, resume=False, overwrite=False,
-        progress=False, strategy=None, stop_after=None):
+        progress=False, strategy=None, stop_after=None, time_limit=None):
     """Train a model into ``model_dir``; return its metadata dict.
 
     Parameters
@@ -88,6 +88,10 @@ def fit(cfg, clean_paths, model_dir, *, noisy_paths=None, resume=False, overwrit
     stop_after : int, optional
         Stop (after checkpointing) once this many steps ran in this call; for tests and
         time-boxed jobs.
+    time_limit : float, optional
+        Seconds of training in this call: after the step that reaches it, checkpoint and
+        write the generator weights (a usable model at that step; ``resume`` continues it
+        to ``cfg.train.steps``).
 
     Raises
     ------
@@ -129,7 +133,8 @@ def fit(cfg, clean_paths, model_dir, *, noisy_paths=None, resume=False, overwrit
               "noisy": [str(Path(p).resolve()) for p in noisy_paths] if noisy_paths else None}
     if not start_step:  # a run stopped before its first checkpoint can still be resumed
         model_store.save_metadata(model_dir, _metadata(cfg, train_set, inputs, 0, [], 0.0))
-    return _loop(trainer, cfg, train_set, val, inputs, model_dir, start_step, progress, stop_after)
+    return _loop(trainer, cfg, train_set, val, inputs, model_dir, start_step, progress, stop_after,
+                 time_limit)
 
 
 def init_model_dir(name):
@@ -187,7 +192,8 @@ def _mean_rows(outs):
         [o[k] for o in outs])))) for k in outs[0]}
 
 
-def _loop(trainer, cfg, train_set, val, inputs, model_dir, start_step, progress, stop_after):
+def _loop(trainer, cfg, train_set, val, inputs, model_dir, start_step, progress, stop_after,
+          time_limit=None):
     from cryoem_denoise.training.tensorboard import scalar_writer
 
     t = cfg.train
@@ -204,6 +210,7 @@ def _loop(trainer, cfg, train_set, val, inputs, model_dir, start_step, progress,
     step = start_step
     bar = progress_bar(t.steps, "fit", "step", progress, initial=start_step)
     ran = 0
+    timed_out = False
     while step < t.steps:
         outs.append(trainer.step(step))
         step += 1
@@ -229,6 +236,8 @@ def _loop(trainer, cfg, train_set, val, inputs, model_dir, start_step, progress,
             writer.scalar("val_psnr", record["val_psnr"], step)
             writer.scalar("val_ssim", record["val_ssim"], step)
         stopping = stop_after is not None and ran >= stop_after
+        timed_out = time_limit is not None and time.perf_counter() - started >= time_limit
+        stopping = stopping or timed_out
         if step % t.checkpoint_every == 0 or step == t.steps or stopping:
             model_store.save_checkpoint(model_dir, step, trainer.get_state(step))
             meta = _metadata(cfg, train_set, inputs, step, history,
@@ -238,7 +247,7 @@ def _loop(trainer, cfg, train_set, val, inputs, model_dir, start_step, progress,
             break
     bar.close()
     writer.close()
-    if step >= t.steps:
+    if step >= t.steps or timed_out:  # out of time: a usable model, resumable to t.steps
         trainer.sync()
         model_store.save_generator(model_dir, trainer.generator)
     meta = _metadata(cfg, train_set, inputs, step, history,
