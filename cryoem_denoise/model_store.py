@@ -207,6 +207,7 @@ def checkpoint_paths(model_dir):
 def save_checkpoint(model_dir, step, arrays, keep=2):
     """Write ``arrays`` (name → ndarray) as checkpoint ``step``; keep the newest ``keep``."""
     path = Path(model_dir) / CHECKPOINTS / f"ckpt-{step:09d}.npz"
+    path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(path, overwrite=True, suffix=".npz") as tmp:
         with open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
