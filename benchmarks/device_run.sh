@@ -4,16 +4,7 @@
 # Writes benchmarks/results/backends_gpu.json (and a copy into $OUT when set).
 # Test it on CPU JAX first: SMALL=1 bash benchmarks/device_run.sh
 set -euo pipefail
-export PYTHONUNBUFFERED=1 KERAS_BACKEND=jax CRYOEM_DENOISE_DATA=$PWD/.device-data
-if ! python3 -c "import keras" 2>/dev/null; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target /tmp/site .whl/*.whl
-    export PYTHONPATH=/tmp/site:$PWD
-else
-    export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
-fi
-python3 -c "import jax; print('jax', jax.__version__, jax.devices())"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || true
+. scripts/device_env.sh
 if [ "${SMALL:-0}" = 1 ]; then   # CPU rehearsal: same code paths, small sizes
     args=(--ngf 8 --batch 2 --precisions float32 --steps 2 --apply-ngf 8 --apply-batch 8
           --suffix cpu_rehearsal)

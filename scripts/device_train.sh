@@ -34,18 +34,9 @@ model_store.save_checkpoint(model_dir, step, arrays)
 print(f"checkpoint of step {step} in {model_dir}")
 EOF
 fi
-export PYTHONUNBUFFERED=1 KERAS_BACKEND=jax CRYOEM_DENOISE_DATA=$PWD/.device-data
-if ! python3 -c "import keras, gemmi, mrcfile" 2>/dev/null; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target /tmp/site .whl/*.whl
-    export PYTHONPATH=/tmp/site:$PWD
-else
-    export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
-fi
+. scripts/device_env.sh
 OUT=${OUT:?set OUT to the folder whose files come back}
 WORK=${WORK:-/tmp/device-train}
-python3 -c "import jax; print('jax', jax.__version__, jax.devices())"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || true
 if [ "${SMALL:-0}" = 1 ]; then   # CPU rehearsal: the same code paths, tiny sizes
     args=(--tiny --sim-preset broad --sim-fields 14 --batch-size 2 --steps 6 --max-minutes 1
           --checkpoint-every 3 --validate-every 3 --log-every 3 --precision float32)
