@@ -19,6 +19,11 @@ every arm trains on a CPU: 16 generator filters, 128² crops and depth 7, batch 
                fields at the fixed default settings
 =============  =================================================================================
 
+Two branches off the chain: ``broad_tanh`` is ``broad`` without the global residual (a tanh
+output, as in the paper), and ``paper_broad`` is the paper's losses and generator with
+resize upsampling, the full-resolution stem and head, the noise-level input and the broad
+data.
+
 Scored on the held-out set (:func:`cryoem_denoise.heldout.heldout_fields`: structures never
 trained on, settings outside every training draw, an image formation of its own) at sigma
 10, 25, 40 and 80 against BM3D given the true sigma; and on the fetched real micrographs
@@ -65,8 +70,12 @@ ARMS = (
     ("low_noise", {"data.sigma": "5:90", "data.sigma_draw": "log_uniform",
                    "train.loss_weighting": "inverse_variance"}),
     ("broad", {"broad": True}),
+    # branches (name, changes, the arm they change): not in the cumulative chain
+    ("broad_tanh", {"model.residual": False}, "broad"),
+    ("paper_broad", {"model.upsample": "resize", "model.full_resolution": True,
+                     "model.sigma_map": True, "broad": True}, "paper"),
 )
-ARM_NAMES = tuple(name for name, _ in ARMS)
+ARM_NAMES = tuple(arm[0] for arm in ARMS)
 
 
 def arm_configs(steps, batch, tile, depth, ngf, seed):
@@ -75,10 +84,10 @@ def arm_configs(steps, batch, tile, depth, ngf, seed):
                     train=TrainConfig(steps=steps, batch_size=batch, seed=seed,
                                       precision="float32", log_every=max(1, steps // 10),
                                       validate_every=steps, checkpoint_every=max(1, steps // 5)))
-    broad = False
     out = {}
-    for name, changes in ARMS:
-        cfg = copy.deepcopy(cfg)
+    previous = (cfg, False)
+    for name, changes, *base in ARMS:
+        cfg, broad = copy.deepcopy(out[base[0]] if base else previous)
         for key, value in changes.items():
             if key == "broad":
                 broad = value
@@ -86,6 +95,8 @@ def arm_configs(steps, batch, tile, depth, ngf, seed):
             section, field = key.split(".")
             setattr(getattr(cfg, section), field, value)
         out[name] = (cfg.validate(), broad)
+        if not base:
+            previous = out[name]
     return out
 
 
@@ -250,7 +261,8 @@ def main():
     p.add_argument("--ngf", type=int, default=16)
     p.add_argument("--fields", type=int, default=140, help="simulated training fields")
     p.add_argument("--heldout", type=int, default=4, help="held-out fields per structure")
-    p.add_argument("--arms", default=",".join(ARM_NAMES))
+    p.add_argument("--arms", default=",".join(ARM_NAMES),
+                   help="arms to train and score (a branch needs the arm it changes)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--work", type=Path, default=RESULTS / "ablation_models",
                    help="model folders (reused and resumed)")
