@@ -19,8 +19,9 @@ every arm trains on a CPU: 16 generator filters, 128² crops and depth 7, batch 
                fields at the fixed default settings
 =============  =================================================================================
 
-Two branches off the chain: ``broad_tanh`` is ``broad`` without the global residual (a tanh
-output, as in the paper), and ``paper_broad`` is the paper's losses and generator with
+Branches off the chain: ``broad_tanh`` is ``broad`` without the global residual (a tanh
+output, as in the paper), ``broad_unweighted`` is ``broad`` without the 1/sigma^2 weights,
+and ``paper_broad`` is the paper's losses and generator with
 resize upsampling, the full-resolution stem and head, the noise-level input and the broad
 data.
 
@@ -72,6 +73,7 @@ ARMS = (
     ("broad", {"broad": True}),
     # branches (name, changes, the arm they change): not in the cumulative chain
     ("broad_tanh", {"model.residual": False}, "broad"),
+    ("broad_unweighted", {"train.loss_weighting": "none"}, "broad"),
     ("paper_broad", {"model.upsample": "resize", "model.full_resolution": True,
                      "model.sigma_map": True, "broad": True}, "paper"),
 )

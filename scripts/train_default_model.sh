@@ -12,14 +12,14 @@
 #   model  - pix2pix U-Net, 16 filters, depth 7 on 128² crops, residual, no dropout,
 #            nearest-neighbour resize + 3x3 convolution upsampling and a full-resolution stem
 #            and head (no checkerboard); under 20 MiB of weights
-#   loss   - mean squared error, each crop weighted by 1/sigma^2; no critic (the ablation
-#            measured it at this budget); Adam 2e-4
+#   loss   - mean squared error, no critic; Adam 2e-4 (the ablation's broad_unweighted arm)
 #   apply  - noisy inputs scaled robustly (median and MAD: data.noisy_intensity = robust),
 #            sigma estimated per file
 # Budget and hardware: metadata.json beside the weights ("steps", "train_seconds",
 # "environment").
 #
-# Usage: scripts/train_default_model.sh WORK_DIR [STEPS]
+# Usage: [MAX_MINUTES=M] scripts/train_default_model.sh WORK_DIR [STEPS]
+#        (MAX_MINUTES: stop after M minutes with a usable model, resumable to STEPS)
 #        interrupted (or on another machine)? run it again: it resumes from the newest
 #        checkpoint in WORK_DIR/model/checkpoints, simulating the built-in set again if the
 #        cache is missing (seeded; the data fingerprint is checked)
@@ -35,10 +35,11 @@ if [ "${1:-}" = "--install" ]; then
     exit 0
 fi
 WORK=${1:?usage: $0 WORK_DIR [STEPS]}
-STEPS=${2:-20000}
+STEPS=${2:-40000}
+LIMIT=(${MAX_MINUTES:+--max-minutes "$MAX_MINUTES"})
 mkdir -p "$WORK"
 if [ -f "$WORK/model/config.json" ]; then
-    exec "$BIN/cryoem-denoise" fit --out "$WORK/model" --resume --steps "$STEPS"
+    exec "$BIN/cryoem-denoise" fit --out "$WORK/model" --resume --steps "$STEPS" "${LIMIT[@]}"
 fi
 exec "$BIN/cryoem-denoise" fit --preset quality --out "$WORK/model" --seed 0 \
-    --steps "$STEPS" --checkpoint-every 250 --validate-every 1000 --log-every 250
+    --steps "$STEPS" --checkpoint-every 500 --validate-every 2000 --log-every 500 "${LIMIT[@]}"
