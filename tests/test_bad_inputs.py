@@ -478,7 +478,7 @@ def test_bad_file_fit(tmp_path, case):
 @pytest.mark.parametrize("args,fragments", [
     (["{text}"], ("text.mrc", "not an MRC file")),
     (["{tmp}/absent.cif"], ("absent.cif", "no such file")),
-    (["{text}", "--n", "0"], ("one field",)),
+    (["{text}", "--n", "0"], ("--n", "at least 1")),
     (["{text}", "--defocus", "a:b"], ("simulate:", "--defocus", "a:b")),
 ])
 def test_bad_simulate(tmp_path, args, fragments):
