@@ -102,7 +102,6 @@ def shipped_on_real(sample_files):
     return image, fn(image)
 
 
-@pytest.mark.xfail(strict=True, reason="shipped model pending retrain (issue 10)")
 def test_shipped_model_on_a_real_micrograph_meets_the_goals(shipped_on_real):
     image, output = shipped_on_real
     assert quality.checkerboard_ratio(output, image) <= quality.CHECKERBOARD_GOAL

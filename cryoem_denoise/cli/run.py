@@ -63,8 +63,8 @@ def _format_and_dtype(fmt, dtype):
               help="Appended to each input's name for its output.")
 @click.option("--tile", type=int, default=512, show_default=True,
               help="Tile side (a multiple of 2**depth; larger than trained is allowed).")
-@click.option("--overlap", type=int, default=64, show_default=True,
-              help="Pixels shared by neighbouring tiles (blended).")
+@click.option("--overlap", type=int,
+              help="Pixels shared by neighbouring tiles (blended)  [tile / 8: 64]")
 @click.option("--batch-size", type=int, default=16, show_default=True, help="Tiles per batch.")
 @click.option("--precision", type=click.Choice(["auto", "float32", "mixed_float16",
                                                 "mixed_bfloat16"]), default="auto",
@@ -92,6 +92,8 @@ def apply(inputs, model_dir, out_dir, noisy_halves, sigma, seed, noise_level, pn
     from cryoem_denoise.errors import ConfigError
     from cryoem_denoise.noise import SigmaSpec
 
+    if overlap is None:
+        overlap = tile // 8 if tile and tile > 0 else 0
     if not inputs and not noisy_halves:
         raise click.UsageError("give INPUTS or --noisy-halves HALF1 HALF2")
     if noisy_halves:
