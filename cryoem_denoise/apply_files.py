@@ -252,11 +252,19 @@ def apply_file(denoiser, intensity, job, options, progress=None, noise_levels=No
         # like noisy images (DataConfig.noisy_intensity)
         method, percentiles = intensity.scaling(noisy=options.sigma is None)
 
+        estimated = {}  # affines of the sections the noise level is estimated on, kept once
+
         def scale(k):
+            if k in estimated:
+                return estimated.pop(k)
             return Affine(*intensity_range(sections[k], method, percentiles))
 
+        def scale_kept(k):
+            estimated[k] = scale(k)
+            return estimated[k]
+
         try:
-            level, how = noise_level_for(denoiser, sections, scale, options)
+            level, how = noise_level_for(denoiser, sections, scale_kept, options)
         except CryoEMDenoiseError as exc:
             raise exc.with_path(job.source) from None
         if level is not None:
