@@ -20,7 +20,7 @@ STRATEGIES = ("auto", "default", "mirrored", "multiworker")
 DATA_MODES = ("clean", "pairs", "noise2noise", "self_supervised")
 UPSAMPLING = ("transpose", "resize")
 SIGMA_DRAWS = ("uniform", "log_uniform")
-LOSS_WEIGHTINGS = ("none", "inverse_variance")
+LOSS_WEIGHTINGS = ("none", "inverse_sigma", "inverse_variance")
 
 #: The paper's Table 2 optimiser experiments: (G optimiser, G lr, D optimiser, D lr).
 EXPERIMENTS = {
@@ -145,9 +145,13 @@ class TrainConfig:
     gray_scale: str = "model"       # gray constraint on the model's [-1,1] scale or 'unit255'
     gray_reduction: str = "sum"     # Eq. 8: per-image 'sum' of squared errors, or 'mean'
     adversarial: bool = True        # train with the critic (the paper); off: gray constraint alone
-    # weight of each crop in the gray constraint: 'none' (the paper) or 'inverse_variance'
-    # (1 / its noise variance, normalised over the batch: light noise counts as much as heavy)
+    # weight of each crop in the gray constraint: 'none' (the paper), 'inverse_variance'
+    # (1 / its noise variance, normalised over the batch: light noise counts as much as
+    # heavy) or 'inverse_sigma' (1 / its noise's standard deviation: half-way between)
     loss_weighting: str = "none"
+    # crops whose population statistics replace BatchNorm's moving averages when training
+    # ends (cryoem_denoise.batch_norm, "precise BN"); 0 keeps the moving averages (pix2pix)
+    bn_recalibration: int = 0
     init_from: str = None           # model folder whose generator weights start the run
     precision: str = "auto"         # auto: mixed_float16 on GPU, float32 on CPU
     strategy: str = "auto"          # auto: multiworker if TF_CONFIG, mirrored if >1 GPU
@@ -170,6 +174,8 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         if self.gray_lambda < 0:
             raise ConfigError("gray_lambda must not be negative")
+        if self.bn_recalibration < 0:
+            raise ConfigError(f"bn_recalibration must not be negative, got {self.bn_recalibration}")
         if self.gray_scale not in ("model", "unit255"):
             raise ConfigError("gray_scale must be 'model' or 'unit255'")
         if self.gray_reduction not in ("sum", "mean"):
@@ -391,7 +397,8 @@ def quality_config():
     checkerboard), a noise-level input channel, sigma drawn log-uniformly from 5-90, a
     mean-squared-error loss without the critic (the ablation's ``broad_unweighted`` arm:
     weighting crops by 1/sigma^2 gained 4 dB at sigma 10 but lost 5 dB at sigma 80), robust
-    scaling of noisy inputs (``noisy_intensity``), and the broad multi-structure simulation.
+    scaling of noisy inputs (``noisy_intensity``), the broad multi-structure simulation, and
+    BatchNorm statistics recomputed on 4,096 crops when training ends (``bn_recalibration``).
     """
     cfg = FitConfig(
         model=ModelConfig(tile=128, depth=7, ngf=16, ndf=16, residual=True,
@@ -399,7 +406,7 @@ def quality_config():
         data=DataConfig(sigma="5:90", sigma_draw="log_uniform", noisy_intensity="robust"),
         train=TrainConfig(adversarial=False, gray_reduction="mean", gray_scale="unit255",
                           g_lr=2e-4, adam_beta1=0.9,
-                          batch_size=8,
+                          batch_size=8, bn_recalibration=4096,
                           precision="auto"),
         simulation=broad_simulation(),
     )

@@ -58,13 +58,15 @@ def crop_weights(noisy, clean, weighting):
     ``'inverse_variance'``: 1 / the crop's noise variance, measured as the mean squared
     difference of its noisy input and target (exactly the added noise's variance under the
     paper's protocol, twice the noise's for Noise2Noise pairs: only ratios matter), so an
-    error at sigma 10 costs as much as a 8x larger one at sigma 80. Not differentiated.
+    error at sigma 10 costs as much as a 8x larger one at sigma 80. ``'inverse_sigma'``:
+    1 / the noise's standard deviation, half-way (on a log scale) between no weighting and
+    ``'inverse_variance'``. Not differentiated.
     """
     if weighting == "none":
         return None
     y = ops.cast(noisy[..., :clean.shape[-1]], "float32")
-    var = ops.mean(ops.square(y - ops.cast(clean, "float32")), axis=(1, 2, 3))
-    w = 1.0 / ops.maximum(var, 1e-8)
+    var = ops.maximum(ops.mean(ops.square(y - ops.cast(clean, "float32")), axis=(1, 2, 3)), 1e-8)
+    w = 1.0 / (var if weighting == "inverse_variance" else ops.sqrt(var))
     return ops.stop_gradient(w / ops.mean(w))
 
 

@@ -66,6 +66,9 @@ def test_crop_weights_are_inverse_noise_variance_with_mean_one():
     assert w.mean() == pytest.approx(1.0, rel=1e-5)
     assert w[0] / w[2] == pytest.approx(16, rel=0.1)
     assert losses.crop_weights(noisy, clean, "none") is None
+    w_sigma = ops.convert_to_numpy(losses.crop_weights(noisy, clean, "inverse_sigma"))
+    assert w_sigma.mean() == pytest.approx(1.0, rel=1e-5)
+    assert w_sigma[0] / w_sigma[2] == pytest.approx(4, rel=0.1)
     # a noise-level channel beside the image does not count as noise
     with_map = np.concatenate([noisy, np.full_like(noisy, 0.7)], axis=-1)
     w2 = ops.convert_to_numpy(losses.crop_weights(with_map, clean, "inverse_variance"))

@@ -31,6 +31,7 @@ _FIT_OPTIONS = {
     "subsample_draws": ("data", "subsample_draws"),
     "sigma_map": ("model", "sigma_map"), "sigma_draw": ("data", "sigma_draw"),
     "loss_weighting": ("train", "loss_weighting"),
+    "bn_recalibration": ("train", "bn_recalibration"),
     "noisy_intensity": ("data", "noisy_intensity"),
 }
 
@@ -107,8 +108,11 @@ def _build_fit_config(base, experiment, options):
 @click.option("--sigma-draw", type=click.Choice(list(SIGMA_DRAWS)),
               help="How each crop's sigma is drawn from the --sigma range  [uniform]")
 @click.option("--loss-weighting", type=click.Choice(list(LOSS_WEIGHTINGS)),
-              help="Weight of each crop in the gray constraint: none, or 1/its noise "
-                   "variance  [none]")
+              help="Weight of each crop in the gray constraint: none, 1/its noise's sigma, "
+                   "or 1/its noise variance  [none]")
+@click.option("--bn-recalibration", type=click.IntRange(min=0), metavar="CROPS",
+              help="When training ends, set BatchNorm's statistics to those of this many "
+                   "training crops instead of the moving averages; 0: off  [0]")
 @click.option("--g-optimizer", type=click.Choice(["adam", "sgd", "rmsprop"]), help="[adam]")
 @click.option("--g-lr", type=float, help="Generator learning rate  [1e-4]")
 @click.option("--d-optimizer", type=click.Choice(["adam", "sgd", "rmsprop"]), help="[sgd]")
@@ -246,10 +250,15 @@ def fit(inputs, out, noisy, config_file, tiny, preset, experiment, sim_sources, 
                         overwrite=overwrite, progress=not quiet, stop_after=stop_after,
                         time_limit=None if max_minutes is None else max_minutes * 60)
     last = meta["validation"][-1] if meta["validation"] else {}
+    recalibrated = meta.get("batch_norm_recalibration", {}).get("validation")
     summary = f"model in {out}: {meta['steps']} steps, {meta['train_seconds']:.0f} s"
     if last:
         summary += (f", validation PSNR {last['val_psnr']:.2f} dB (noisy {last['val_psnr_noisy']:.2f}),"
                     f" SSIM {last['val_ssim']:.3f}")
+        if recalibrated:
+            summary += (f"; {recalibrated['val_psnr']:.2f} dB, SSIM {recalibrated['val_ssim']:.3f}"
+                        f" with BatchNorm statistics of {meta['batch_norm_recalibration']['crops']}"
+                        " crops")
         if cfg.data.mode in ("noise2noise", "self_supervised"):
             summary += f"; measured against {meta['data']['validation_reference']}"
     click.echo(summary)

@@ -105,13 +105,41 @@ class Trainer(abc.ABC):
     def step(self, step):
         """One step on the run's crops of step ``step``; the losses as device scalars."""
 
+    @abc.abstractmethod
+    def draw_batches(self, first_element, size, count):
+        """``count`` batches of ``size`` noisy crops of the run's stream (generator inputs on
+        [0, 255]), from element ``first_element`` on; after :meth:`start`."""
+
     def sync(self):
         """Make the Keras variables hold the current state (a no-op where they always do)."""
+
+    def _variables_changed(self):
+        """The Keras variables were set from outside the step (a no-op where they are the state)."""
 
     def load_generator_weights(self, path):
         """Start from the generator weights of another model (fine-tuning)."""
         self.sync()
         self.generator.load_weights(str(path))
+        self._variables_changed()
+
+    def recalibrate_batch_norm(self, crops):
+        """Set the generator's BatchNorm moving statistics to those of ``crops`` crops
+        (:func:`cryoem_denoise.batch_norm.recalibrate`).
+
+        The crops are the run's own stream (same images, sigma draw and augmentation) after
+        every element the run trains on, in batches of the training batch size; the training
+        checkpoints keep the moving averages, so a resumed run is unchanged.
+        """
+        from cryoem_denoise import batch_norm
+
+        self.sync()
+        t = self.cfg.train
+        count = -(-crops // t.batch_size)
+        first = t.steps * t.batch_size * t.n_critic
+        batches = (to_model_scale(b) for b in self.draw_batches(first, t.batch_size, count))
+        batch_norm.recalibrate(self.generator, batches)
+        self._variables_changed()
+        return count * t.batch_size
 
     # -- state ---------------------------------------------------------------------------
     def _state_variables(self):

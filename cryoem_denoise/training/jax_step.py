@@ -102,8 +102,7 @@ class JaxTrainer(Trainer):
         self._stale = False
         return step
 
-    def load_generator_weights(self, path):
-        super().load_generator_weights(path)
+    def _variables_changed(self):
         self.state = self._collect(copy=True)
 
     @staticmethod
@@ -222,6 +221,16 @@ class JaxTrainer(Trainer):
             return self._update_fn(state, noisy, clean)
 
         self._data_update = jax.jit(data_update, donate_argnums=0)
+
+    def draw_batches(self, first_element, size, count):
+        import jax
+        import jax.numpy as jnp
+
+        from cryoem_denoise import pipeline
+
+        draw = jax.jit(lambda data, first: pipeline.jax_batch(data, self.cfg, first, size)[0])
+        for k in range(count):
+            yield draw(self._data, jnp.int32(first_element + k * size))
 
     def step(self, step):
         """One step on the crops of step ``step``; returns device scalars (no host wait)."""

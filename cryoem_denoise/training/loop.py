@@ -42,7 +42,8 @@ def _validate_metrics(trainer, val, batch=8):
 
 
 #: Config fields that may differ when resuming (they do not change what a step computes).
-RESUMABLE_CHANGES = {"train": {"steps", "log_every", "validate_every", "checkpoint_every"}}
+RESUMABLE_CHANGES = {"train": {"steps", "log_every", "validate_every", "checkpoint_every",
+                               "bn_recalibration"}}
 
 
 def check_resume_compatible(saved, new):
@@ -247,11 +248,18 @@ def _loop(trainer, cfg, train_set, val, inputs, model_dir, start_step, progress,
             break
     bar.close()
     writer.close()
+    recalibrated = None
     if step >= t.steps or timed_out:  # out of time: a usable model, resumable to t.steps
         trainer.sync()
+        if t.bn_recalibration:
+            recalibrated = {"crops": trainer.recalibrate_batch_norm(t.bn_recalibration)}
+            if val is not None:
+                recalibrated["validation"] = _validate_metrics(trainer, val)
         model_store.save_generator(model_dir, trainer.generator)
     meta = _metadata(cfg, train_set, inputs, step, history,
                      seconds_before + time.perf_counter() - started)
+    if recalibrated:
+        meta["batch_norm_recalibration"] = recalibrated
     model_store.save_metadata(model_dir, meta)
     return meta
 

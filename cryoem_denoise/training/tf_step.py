@@ -72,6 +72,14 @@ class TFTrainer(Trainer):
         dataset = pipeline.training_dataset(image_set, self.cfg,
                                             start_element=start_step * per_step)
         self._batches = iter(self.strategy.experimental_distribute_dataset(dataset))
+        self._image_set = image_set
+
+    def draw_batches(self, first_element, size, count):
+        from cryoem_denoise import pipeline
+
+        dataset = pipeline.training_dataset(self._image_set, self.cfg, first_element, size)
+        for noisy, _ in dataset.take(count):
+            yield noisy.numpy()
 
     def step(self, step):
         """One step on the run's next batch (``step`` follows from the data position)."""
