@@ -30,6 +30,9 @@ class InferenceConfig:
     overlap: int = 64        # pixels shared by neighbouring tiles, blended linearly
     batch_size: int = 16     # tiles per generator call (fastest of 4, 8, 16 on 2 CPU cores)
     precision: str = "auto"  # auto: mixed_float16 on a GPU, float32 on a CPU
+    # average the outputs of the 8 rotations and mirrors of each tile (geometric
+    # self-ensemble): 8x the time, lower error (the held-out set: +0.1-0.3 dB)
+    self_ensemble: bool = False
 
 
 class TileDenoiser:
@@ -61,7 +64,7 @@ class TileDenoiser:
         self.noise_level = bool(noise_level)
         self.sigma_range = sigma_range
         self.multiple = 2 ** depth
-        self._run = compile_inference(generator, 2 if noise_level else 1)
+        self._run = compile_inference(generator, 2 if noise_level else 1, config.self_ensemble)
 
     def denoise(self, image, affine=None, out=None, progress=None, sigma=None):
         """Denoise one 2D image; return it on [0, 255] (or in file units with ``affine``).
@@ -195,17 +198,40 @@ class TileDenoiser:
             flush()
 
 
-def compile_inference(generator, channels=1):
+def _self_ensemble(net, tiles):
+    """Mean of ``net`` over the 8 rotations and mirrors of square ``tiles``, each undone
+    (``keras.ops``: traced into the backend's compiled function)."""
+    from keras import ops
+
+    total = 0.0
+    for mirror in (False, True):
+        x = ops.flip(tiles, axis=2) if mirror else tiles
+        part = 0.0
+        for turns in range(4):
+            y = net(x)
+            for _ in range(turns):  # undo the turns: rotate back clockwise
+                y = ops.flip(ops.transpose(y, (0, 2, 1, 3)), axis=2)
+            part = part + y
+            x = ops.flip(ops.transpose(x, (0, 2, 1, 3)), axis=1)  # one more quarter turn
+        total = total + (ops.flip(part, axis=2) if mirror else part)
+    return total / 8.0
+
+
+def compile_inference(generator, channels=1, self_ensemble=False):
     """``run(tiles) -> denoised``: the generator compiled for ``(b, t, t, channels)`` tiles.
 
     Tiles go in and come out as NumPy float32 on [0, 255] (a noise-level channel too: the
     model's [-1, 1] mapping applies to every channel, as in training); the result has one
-    channel.
+    channel. ``self_ensemble``: the mean over the tiles' 8 rotations and mirrors (square
+    tiles).
     TensorFlow: a ``tf.function`` (traced once for any tile size); JAX: ``jax.jit`` of the
     stateless call, compiled once per tile size (inference mode: dropout off, BatchNorm's
     moving statistics).
     """
     from cryoem_denoise import backend
+
+    def ensemble(net, tiles):
+        return _self_ensemble(net, tiles) if self_ensemble else net(tiles)
 
     if backend.name() == "jax":
         import jax
@@ -216,8 +242,11 @@ def compile_inference(generator, channels=1):
 
         @jax.jit
         def run_jax(tv, ntv, tiles):
-            out, _ = generator.stateless_call(tv, ntv, tiles / 127.5 - 1.0, training=False)
-            return (out.astype(jnp.float32) + 1.0) * 127.5
+            def net(x):
+                out, _ = generator.stateless_call(tv, ntv, x, training=False)
+                return out.astype(jnp.float32)
+
+            return (ensemble(net, tiles / 127.5 - 1.0) + 1.0) * 127.5
 
         return lambda tiles: np.asarray(run_jax(trainable, fixed, tiles))
 
@@ -227,8 +256,9 @@ def compile_inference(generator, channels=1):
 
     @tf.function(input_signature=[spec])
     def run_tf(tiles):
-        out = generator(tiles / 127.5 - 1.0, training=False)
-        return (tf.cast(out, tf.float32) + 1.0) * 127.5
+        out = ensemble(lambda x: tf.cast(generator(x, training=False), tf.float32),
+                       tiles / 127.5 - 1.0)
+        return (out + 1.0) * 127.5
 
     return lambda tiles: run_tf(tiles).numpy()
 

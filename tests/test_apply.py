@@ -61,6 +61,22 @@ def test_apply_is_deterministic_and_float16(tiny_model, inputs, tmp_path):
 
 
 @pytest.mark.backends
+def test_self_ensemble_averages_rotations_deterministically(tiny_model, inputs, tmp_path):
+    folder, image, *_ = inputs
+    for name in ("a", "b"):
+        result = _apply(tiny_model, tmp_path / name, image, "--self-ensemble")
+        assert result.exit_code == 0, result.output
+    plain = _apply(tiny_model, tmp_path / "plain", image)
+    assert plain.exit_code == 0
+    a, _ = mrc.read_sections(tmp_path / "a" / "micrograph_denoised.mrc")
+    b, _ = mrc.read_sections(tmp_path / "b" / "micrograph_denoised.mrc")
+    p, _ = mrc.read_sections(tmp_path / "plain" / "micrograph_denoised.mrc")
+    np.testing.assert_array_equal(a, b)
+    assert a.shape == p.shape and not np.allclose(a, p)
+    assert abs(float(a.mean()) - float(p.mean())) < 0.1 * float(p.std())
+
+
+@pytest.mark.backends
 def test_sigma_protocol_writes_noisy_and_metrics(tiny_model, inputs, tmp_path):
     folder, image, stack, _ = inputs
     out = tmp_path / "sigma"

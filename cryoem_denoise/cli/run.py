@@ -69,14 +69,17 @@ def _format_and_dtype(fmt, dtype):
 @click.option("--precision", type=click.Choice(["auto", "float32", "mixed_float16",
                                                 "mixed_bfloat16"]), default="auto",
               show_default=True, help="auto: mixed_float16 on a GPU, float32 on a CPU.")
+@click.option("--self-ensemble", is_flag=True,
+              help="Average the model's outputs over the 8 rotations and mirrors of each tile "
+                   "(8x the time; slightly lower error).")
 @click.option("--skip-existing", is_flag=True, help="Skip inputs whose outputs all exist.")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 @click.option("--shard", default="0/1", show_default=True,
               help="K/N: process every N-th file starting at K (0-based; for job arrays).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def apply(inputs, model_dir, out_dir, noisy_halves, sigma, seed, noise_level, png, fmt, dtype,
-          pixel_size, suffix, tile, overlap, batch_size, precision, skip_existing, overwrite,
-          shard, quiet):
+          pixel_size, suffix, tile, overlap, batch_size, precision, self_ensemble,
+          skip_existing, overwrite, shard, quiet):
     """Denoise image INPUTS (MRC, TIFF, PNG files, folders, globs) with a model into --out.
 
     2D images, stacks (section by section) and volumes (as sections) of any size are
@@ -94,18 +97,19 @@ def apply(inputs, model_dir, out_dir, noisy_halves, sigma, seed, noise_level, pn
 
     if overlap is None:
         overlap = tile // 8 if tile and tile > 0 else 0
+    apply_files.check_inference_options(tile, overlap, batch_size)
+    apply_files.check_pixel_size(pixel_size)
+    inference = InferenceConfig(tile, overlap, batch_size, precision, self_ensemble)
     if not inputs and not noisy_halves:
         raise click.UsageError("give INPUTS or --noisy-halves HALF1 HALF2")
     if noisy_halves:
         if inputs or sigma is not None:
             raise click.UsageError("--noisy-halves takes no INPUTS and no --sigma")
-        return _apply_halves(noisy_halves, model_dir, out_dir, suffix, tile, overlap,
-                             batch_size, precision, overwrite, pixel_size)
+        return _apply_halves(noisy_halves, model_dir, out_dir, suffix, inference, overwrite,
+                             pixel_size)
     if sigma is not None:
         sigma = SigmaSpec.parse(sigma).low
     fmt, dtype = _format_and_dtype(fmt, dtype)
-    apply_files.check_inference_options(tile, overlap, batch_size)
-    apply_files.check_pixel_size(pixel_size)
     if "/" in suffix or "\0" in suffix:
         raise ConfigError(f"--suffix must be a plain name part, got {suffix!r}")
     options = apply_files.ApplyOptions(
@@ -119,8 +123,7 @@ def apply(inputs, model_dir, out_dir, noisy_halves, sigma, seed, noise_level, pn
         jobs = apply_files.plan_jobs(files, options)
         quiet_tensorflow()
         warn_precision(precision)
-        denoiser, fit_cfg = load_denoiser(default_model_or(model_dir),
-                                          InferenceConfig(tile, overlap, batch_size, precision))
+        denoiser, fit_cfg = load_denoiser(default_model_or(model_dir), inference)
         apply_files.check_noise_level(noise_level, denoiser.noise_level)
         report = apply_files.run_jobs(denoiser, fit_cfg.data, jobs, options,
                                       progress=not quiet)
@@ -156,24 +159,20 @@ def _report_noise_levels(levels, trained):
             click.echo(text, err=True)
 
 
-def _apply_halves(pairs, model_dir, out_dir, suffix, tile, overlap, batch_size, precision,
-                  overwrite, pixel_size):
+def _apply_halves(pairs, model_dir, out_dir, suffix, inference, overwrite, pixel_size):
     """``apply --noisy-halves``: each pair denoised half by half, averaged, FRC reported."""
     from pathlib import Path
 
     from cryoem_denoise import apply_files, halves
     from cryoem_denoise.atomic import output_folder
-    from cryoem_denoise.denoise import InferenceConfig, load_denoiser
+    from cryoem_denoise.denoise import load_denoiser
     from cryoem_denoise.errors import CryoEMDenoiseError
 
-    apply_files.check_inference_options(tile, overlap, batch_size)
-    apply_files.check_pixel_size(pixel_size)
     failed = 0
     with output_folder(out_dir):
         quiet_tensorflow()
-        warn_precision(precision)
-        denoiser, fit_cfg = load_denoiser(default_model_or(model_dir),
-                                          InferenceConfig(tile, overlap, batch_size, precision))
+        warn_precision(inference.precision)
+        denoiser, fit_cfg = load_denoiser(default_model_or(model_dir), inference)
         for a, b in pairs:
             try:
                 result = halves.denoise_half_pair(denoiser, fit_cfg.data, a, b, Path(out_dir),
