@@ -217,6 +217,11 @@ def _same_model(record, model_dir):
             and _recalibration(record.get("config", {})) == _recalibration(meta.get("config", {})))
 
 
+def _ordered(arms):
+    """The chain's order, then the extra models (a saved JSON has its keys sorted)."""
+    return [a for a in ARM_NAMES if a in arms] + [a for a in arms if a not in ARM_NAMES]
+
+
 def table(results):
     """The README's markdown table."""
     b = results["bm3d"]
@@ -229,7 +234,8 @@ def table(results):
     lines.append("| BM3D (true σ) | " + " | ".join(f"{b[str(s)][0]:.2f}" for s in SIGMAS)
                  + " | " + " | ".join(f"{b[str(s)][1]:.3f}" for s in (10.0, 80.0))
                  + f" | {b['40.0'][0] - b['40.0'][2]:.2f} | | | |")
-    for arm, r in results["arms"].items():
+    for arm in _ordered(results["arms"]):
+        r = results["arms"][arm]
         s = r["heldout"]
         cells = [f"{s[str(x)][0]:.2f} ({s[str(x)][0] - b[str(x)][0]:+.2f})" for x in SIGMAS]
         cells += [f"{s[str(x)][1]:.3f} ({b[str(x)][1]:.3f})" for x in (10.0, 80.0)]
@@ -249,8 +255,8 @@ def figure(results, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    arms = list(results["arms"])
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    arms = _ordered(results["arms"])
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5))
     x = np.arange(len(arms))
     for j, sigma in enumerate(SIGMAS):
         delta = [results["arms"][a]["heldout"][str(sigma)][0] - results["bm3d"][str(sigma)][0]
@@ -258,7 +264,7 @@ def figure(results, path):
         axes[0].bar(x + (j - 1.5) * 0.2, delta, 0.2, label=f"σ={sigma:g}")
     axes[0].axhline(0, color="k", lw=0.8)
     axes[0].axhline(0.5, color="g", lw=0.8, ls="--", label="goal +0.5 dB")
-    axes[0].set_xticks(x, arms, rotation=30)
+    axes[0].set_xticks(x, arms, rotation=40, ha="right")
     axes[0].set_ylabel("PSNR − BM3D (dB), held-out set")
     axes[0].legend(fontsize=8)
     for k, name in enumerate(("checkerboard", "high_frequency")):
@@ -269,7 +275,7 @@ def figure(results, path):
     axes[1].axhline(1, color="k", lw=0.8)
     axes[1].axhline(0.5, color="g", lw=0.8, ls="--")
     axes[1].set_yscale("log")
-    axes[1].set_xticks(x, arms, rotation=30)
+    axes[1].set_xticks(x, arms, rotation=40, ha="right")
     axes[1].set_ylabel("output / input (real micrographs, mean)")
     axes[1].legend(fontsize=8)
     fig.tight_layout()
@@ -288,6 +294,8 @@ def main():
     p.add_argument("--heldout", type=int, default=4, help="held-out fields per structure")
     p.add_argument("--arms", default=",".join(ARM_NAMES),
                    help="arms to train and score (a branch needs the arm it changes)")
+    p.add_argument("--self-ensemble", action="store_true",
+                   help="also score every --extra model with apply's --self-ensemble")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--bn-recalibration", type=int, default=4096, metavar="CROPS",
                    help="BatchNorm statistics of this many crops in every arm (0: the moving "
@@ -316,11 +324,12 @@ def main():
     crops = real_crops()
     inputs = {}
     for name in arms:
-        if name in previous.get("arms", {}) and _same_model(previous["arms"][name],
-                                                            args.work / name):
-            results["arms"][name] = previous["arms"][name]
-            continue
         cfg, broad = configs[name]
+        old = previous.get("arms", {}).get(name)
+        if (old and _same_model(old, args.work / name)
+                and _recalibration(old.get("config", {})) == cfg.train.bn_recalibration):
+            results["arms"][name] = old
+            continue
         if broad not in inputs:
             inputs[broad] = training_inputs(broad, args.fields, args.seed)
         model_dir, seconds = train_arm(name, cfg, inputs[broad], args.work)
@@ -330,20 +339,23 @@ def main():
             "steps": cfg.train.steps,
             "heldout": {str(k): v for k, v in model_scores(denoiser, fields, args.seed).items()},
             "real": real_scores(denoiser, fit_cfg.data, crops)}
-        old = previous.get("arms", {}).get(name, {})
+        old = old or {}
         if "moving_averages" in old:
             results["arms"][name]["moving_averages"] = old["moving_averages"]
         elif old and not _recalibration(old.get("config", {})) and args.bn_recalibration:
             results["arms"][name]["moving_averages"] = old["heldout"]
         print(f"{name}: trained in {seconds:.0f} s; " + ", ".join(
             f"σ={s:g} {results['arms'][name]['heldout'][str(s)][0]:.2f} dB" for s in SIGMAS))
-    for spec in args.extra:
-        name, _, folder = spec.partition("=")
-        denoiser, fit_cfg = load_denoiser(folder, InferenceConfig(tile=256, overlap=32))
+    extras = [(*spec.partition("=")[::2], False) for spec in args.extra]
+    if args.self_ensemble:
+        extras += [(f"{name}, self-ensemble", folder, True) for name, folder, _ in extras]
+    for name, folder, ensemble in extras:
+        denoiser, fit_cfg = load_denoiser(folder, InferenceConfig(tile=256, overlap=32,
+                                                                  self_ensemble=ensemble))
         meta = json.loads((Path(folder) / "metadata.json").read_text())
         results["arms"][name] = {
             "config": fit_cfg.to_dict(), "model": str(folder), "steps": meta.get("steps"),
-            "train_seconds": meta.get("train_seconds"),
+            "train_seconds": meta.get("train_seconds"), "self_ensemble": ensemble,
             "heldout": {str(k): v for k, v in model_scores(denoiser, fields, args.seed).items()},
             "real": real_scores(denoiser, fit_cfg.data, crops)}
         print(f"{name} ({folder}, {meta.get('steps')} steps): " + ", ".join(

@@ -187,7 +187,7 @@ def test_plan_checks_output_names(tmp_path):
 @pytest.mark.backends
 def test_shipped_default_model_is_used_without_model(inputs, tmp_path):
     """The package ships a model (<= 20 MiB) that apply uses when --model is not given."""
-    from cryoem_denoise import model_store
+    from cryoem_denoise import config, model_store
 
     folder = model_store.default_model_dir()
     size = sum(p.stat().st_size for p in folder.iterdir())
@@ -196,6 +196,11 @@ def test_shipped_default_model_is_used_without_model(inputs, tmp_path):
     meta = model_store.load_metadata(folder)
     assert meta["steps"] == cfg.train.steps and meta["seed"] == cfg.train.seed
     assert meta["environment"]["packages"] and meta["train_seconds"] > 0
+    # the quality recipe, with BatchNorm statistics of many crops (not the moving averages)
+    recipe = config.quality_config()
+    for section in ("model", "data"):
+        assert getattr(cfg, section) == getattr(recipe, section)
+    assert meta["batch_norm_recalibration"]["crops"] == cfg.train.bn_recalibration > 0
     _, image, *_ = inputs
     out = tmp_path / "out"
     result = run("apply", image, "--out", out, "-q", "--sigma", 40, "--seed", 0)
