@@ -13,6 +13,8 @@
 #            nearest-neighbour resize + 3x3 convolution upsampling and a full-resolution stem
 #            and head (no checkerboard); under 20 MiB of weights
 #   loss   - mean squared error, no critic; Adam 2e-4 (the ablation's broad_unweighted arm)
+#   end    - BatchNorm statistics of 4,096 training crops instead of the moving averages
+#            (train.bn_recalibration; the checkpoints keep the moving averages)
 #   apply  - noisy inputs scaled robustly (median and MAD: data.noisy_intensity = robust),
 #            sigma estimated per file
 # Budget and hardware: metadata.json beside the weights ("steps", "train_seconds",
