@@ -62,7 +62,7 @@ def population_statistics(model, batches):
     for batch in batches:
         # training mode: the layers before each BatchNorm use batch statistics, as in training
         features = probe(batch, training=True)
-        features = [features] if len(norms) == 1 else features
+        features = features if isinstance(features, (list, tuple)) else [features]
         stats = [ops.convert_to_numpy(m).astype(np.float64) for m in moments(features)]
         w = int(ops.shape(batch)[0])
         sums = [s * w for s in stats] if sums is None else [a + s * w for a, s in zip(sums, stats)]

@@ -4,7 +4,7 @@ An image is scaled to [0, 255] once, as a whole (never per tile: tiles of one im
 share one scale), cut into overlapping tiles (:mod:`cryoem_denoise.tiling`), the tiles run
 through the generator in batches of fixed shape, and the results are blended into a
 preallocated output, which is finally mapped back to the input's units in place. The
-generator runs in inference mode: dropout off, BatchNorm with its moving statistics, so the
+generator runs in inference mode: dropout off, BatchNorm with its stored statistics, so the
 same input always gives the same output. Working memory is the input, the output, and one
 batch of tiles; nothing grows with the number of tiles.
 """
@@ -226,7 +226,7 @@ def compile_inference(generator, channels=1, self_ensemble=False):
     tiles).
     TensorFlow: a ``tf.function`` (traced once for any tile size); JAX: ``jax.jit`` of the
     stateless call, compiled once per tile size (inference mode: dropout off, BatchNorm's
-    moving statistics).
+    stored statistics).
     """
     from cryoem_denoise import backend
 

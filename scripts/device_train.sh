@@ -39,7 +39,8 @@ OUT=${OUT:?set OUT to the folder whose files come back}
 WORK=${WORK:-/tmp/device-train}
 if [ "${SMALL:-0}" = 1 ]; then   # CPU rehearsal: the same code paths, tiny sizes
     args=(--tiny --sim-preset broad --sim-fields 14 --batch-size 2 --steps 6 --max-minutes 1
-          --checkpoint-every 3 --validate-every 3 --log-every 3 --precision float32)
+          --checkpoint-every 3 --validate-every 3 --log-every 3 --bn-recalibration 16
+          --precision "${PRECISION:-float32}")
 else
     args=(--preset quality --batch-size "${BATCH:-64}" --steps "${STEPS:-200000}"
           --max-minutes "${MINUTES:-7}" --precision "${PRECISION:-mixed_bfloat16}"
