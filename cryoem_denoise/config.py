@@ -399,6 +399,8 @@ def quality_config():
     weighting crops by 1/sigma^2 gained 3.2 dB at sigma 10 but lost 4.7 dB at sigma 80), robust
     scaling of noisy inputs (``noisy_intensity``), the broad multi-structure simulation, and
     BatchNorm statistics recomputed on 4,096 crops when training ends (``bn_recalibration``).
+    The shipped model is 16,000 steps of it, then 4,000 more from those weights at a tenth of
+    the learning rate (``scripts/train_default_model.sh``).
     """
     cfg = FitConfig(
         model=ModelConfig(tile=128, depth=7, ngf=16, ndf=16, residual=True,
