@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from cryoem_denoise import batch_norm, model_store, mrc, training
+from cryoem_denoise import batch_norm, model_store, training
 from cryoem_denoise.config import tiny_config
 
 pytestmark = pytest.mark.backends
@@ -63,18 +63,8 @@ def test_recalibrate_sets_the_moving_statistics_and_changes_no_weight():
     assert abs(out.mean()) < 0.5
 
 
-@pytest.fixture(scope="module")
-def training_image(tmp_path_factory):
-    from scipy.ndimage import gaussian_filter
-
-    folder = tmp_path_factory.mktemp("bn")
-    rng = np.random.default_rng(3)
-    mrc.write_mrc(folder / "train.mrc",
-                  gaussian_filter(rng.normal(0, 1, (192, 192)), 3).astype(np.float32))
-    return folder / "train.mrc"
-
-
-def test_fit_recalibrates_the_saved_generator_but_not_its_checkpoint(training_image, tmp_path):
+def test_fit_recalibrates_the_saved_generator_but_not_its_checkpoint(clean_mrc, tmp_path):
+    training_image = clean_mrc("train.mrc", (192, 192), seed=3)
     cfg = tiny_config(steps=6, batch_size=2, log_every=3, validate_every=6,
                       checkpoint_every=6, bn_recalibration=8)
     meta = training.fit(cfg, [training_image], tmp_path / "m")
