@@ -51,28 +51,33 @@ def population_statistics(model, batches):
         return []
     probe = keras.Model(model.input, [layer.input for layer in norms])
 
-    def moments(features):
+    def moments(features):  # per channel: the batch's mean and (centred) variance
         out = []
         for f in features:
             f = ops.cast(f, "float32")
-            out.append(ops.stack([ops.mean(f, axis=(0, 1, 2)), ops.mean(f * f, axis=(0, 1, 2))]))
+            out.append(ops.stack([ops.mean(f, axis=(0, 1, 2)), ops.var(f, axis=(0, 1, 2))]))
         return out
 
+    # pooled over batches: E[var_b] + Var[mean_b], each batch weighted by its crops (the
+    # centred per-batch variances avoid E[x^2] - E[x]^2 cancelling in float32)
     sums, weight = None, 0
     for batch in batches:
         # training mode: the layers before each BatchNorm use batch statistics, as in training
         features = probe(batch, training=True)
         features = features if isinstance(features, (list, tuple)) else [features]
-        stats = [ops.convert_to_numpy(m).astype(np.float64) for m in moments(features)]
         w = int(ops.shape(batch)[0])
-        sums = [s * w for s in stats] if sums is None else [a + s * w for a, s in zip(sums, stats)]
+        stats = []
+        for m in moments(features):
+            mean, var = ops.convert_to_numpy(m).astype(np.float64)
+            stats.append(w * np.stack([mean, var, mean ** 2]))
+        sums = stats if sums is None else [a + b for a, b in zip(sums, stats)]
         weight += w
     if not weight:
         raise ValueError("no batches to compute BatchNorm statistics from")
     out = []
     for s in sums:
-        mean, square = s[0] / weight, s[1] / weight
-        out.append((mean, np.maximum(square - mean ** 2, 0.0)))
+        mean, var, mean_sq = s / weight
+        out.append((mean, var + np.maximum(mean_sq - mean ** 2, 0.0)))
     return out
 
 
