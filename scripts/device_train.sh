@@ -1,22 +1,28 @@
 #!/usr/bin/env bash
-# Train the shipped model's recipe (fit --preset quality) on a GPU machine that has JAX but
-# no TensorFlow, no Keras and no package index (see the README, "Backends and GPUs").
+# Train the shipped model's two-stage recipe (scripts/train_default_model.sh) on a GPU machine
+# that has JAX but no TensorFlow, no Keras and no package index (README, "Backends and GPUs").
 #
-# Here first:  scripts/device_wheels.sh        (wheels into .whl, training structures into
-#                                               .device-data; both git-ignored; ~45 MB)
+# Here first:  scripts/device_wheels.sh train  (wheels into .whl, the training structures,
+#                                               gzipped, into .device-data; both git-ignored)
 # There, in the repository root, with .whl and .device-data carried:
-#              MINUTES=7 bash scripts/device_train.sh
+#              MINUTES=3.5 FINETUNE_MINUTES=1 OUT=... bash scripts/device_train.sh
 # It simulates the built-in training set (600 broad-preset fields of the 7 training
-# structures) into .device-data, trains for MINUTES of wall time (fit --max-minutes: a usable
-# model at whatever step it reached, resumable to --steps), and copies into $OUT:
-#   model/   config.json, generator.weights.h5, metadata.json, losses.csv
-#   ckpt/    the newest checkpoint, split by group (each file under the 16 MiB a file that
-#            comes back may have); scripts/device_train.sh --join DIR MODEL_DIR puts it back
-#            together here, so `fit --out MODEL_DIR --resume` continues the run on any machine
+# structures), then trains
+#   stage 1  fit --preset quality, batch BATCH (64), Adam 2e-4, for MINUTES of wall time
+#            (fit --max-minutes: a usable model at whatever step it reached, resumable)
+#   stage 2  from stage 1's weights at Adam 2e-5 for FINETUNE_MINUTES (0: skip)
+# each ending with the BatchNorm recalibration, and packs both model folders (config,
+# weights, metadata, losses and the newest checkpoint) into $OUT/run.tgz.part-* (gzip, split
+# into files under 16 MiB). Here:  cat DIR/run.tgz.part-* | tar xz -C WORK  gives WORK/model
+# and WORK/finetune, which `fit --out ... --resume` continues on any machine.
+#
+#   scripts/device_train.sh --split MODEL_DIR DIR   newest checkpoint -> DIR/ckpt-STEP-*.npz
+#   scripts/device_train.sh --join DIR MODEL_DIR    and back (training_runs/ holds such parts)
 # Rehearse on CPU JAX first: SMALL=1 OUT=/tmp/o bash scripts/device_train.sh
 set -euo pipefail
-if [ "${1:-}" = "--join" ]; then   # here: rebuild the checkpoint in MODEL_DIR/checkpoints
-    exec "${PYTHON:-.venv/bin/python}" - "$2" "$3" <<'EOF'
+PY=${PYTHON:-.venv/bin/python}
+if [ "${1:-}" = "--join" ]; then
+    exec "$PY" - "$2" "$3" <<'PYEOF'
 import sys
 from pathlib import Path
 
@@ -32,25 +38,10 @@ for f in sorted(parts.glob("ckpt-*.npz")):
 step = int(arrays["step"])
 model_store.save_checkpoint(model_dir, step, arrays)
 print(f"checkpoint of step {step} in {model_dir}")
-EOF
+PYEOF
 fi
-. scripts/device_env.sh
-OUT=${OUT:?set OUT to the folder whose files come back}
-WORK=${WORK:-/tmp/device-train}
-if [ "${SMALL:-0}" = 1 ]; then   # CPU rehearsal: the same code paths, tiny sizes
-    args=(--tiny --sim-preset broad --sim-fields 14 --batch-size 2 --steps 6 --max-minutes 1
-          --checkpoint-every 3 --validate-every 3 --log-every 3 --bn-recalibration 16
-          --precision "${PRECISION:-float32}")
-else
-    args=(--preset quality --batch-size "${BATCH:-64}" --steps "${STEPS:-200000}"
-          --max-minutes "${MINUTES:-7}" --precision "${PRECISION:-mixed_bfloat16}"
-          --checkpoint-every 1000 --validate-every 2000 --log-every 500)
-fi
-rm -rf "$WORK"
-time python3 -m cryoem_denoise --backend jax fit --out "$WORK/model" --seed 0 -q "${args[@]}"
-mkdir -p "$OUT/model" "$OUT/ckpt"
-cp "$WORK"/model/{config.json,generator.weights.h5,metadata.json,losses.csv} "$OUT/model/"
-python3 - "$WORK/model" "$OUT/ckpt" <<'EOF'
+if [ "${1:-}" = "--split" ]; then
+    exec "$PY" - "$2" "$3" <<'PYEOF'
 import sys
 from pathlib import Path
 
@@ -59,6 +50,7 @@ import numpy as np
 from cryoem_denoise import model_store
 
 model_dir, out = Path(sys.argv[1]), Path(sys.argv[2])
+out.mkdir(parents=True, exist_ok=True)
 step, path = model_store.checkpoint_paths(model_dir)[-1]
 arrays = model_store.load_checkpoint(path)
 groups = {}
@@ -67,9 +59,39 @@ for key, value in arrays.items():
         key.replace("/", "__")] = value
 for name, part in groups.items():
     np.savez(out / f"ckpt-{step}-{name}.npz", **part)
-print(f"checkpoint of step {step}: {', '.join(sorted(groups))}")
-EOF
-python3 -c "
-import json; m = json.load(open('$OUT/model/metadata.json'))
-print('steps', m['steps'], 'seconds', round(m['train_seconds']), 'last validation', m['validation'][-1:] )"
-ls -la "$OUT"/model "$OUT"/ckpt
+print(f"checkpoint of step {step} in {out}: {', '.join(sorted(groups))}")
+PYEOF
+fi
+. scripts/device_env.sh
+OUT=${OUT:?set OUT to the folder whose files come back}
+WORK=${WORK:-/tmp/device-train}
+if [ "${SMALL:-0}" = 1 ]; then   # CPU rehearsal: the same code paths, tiny sizes
+    args=(--tiny --sim-preset broad --sim-fields 14 --batch-size 2 --steps 6
+          --checkpoint-every 3 --validate-every 3 --log-every 3 --bn-recalibration 16
+          --precision "${PRECISION:-float32}")
+else
+    args=(--preset quality --batch-size "${BATCH:-64}" --steps "${STEPS:-200000}"
+          --precision "${PRECISION:-mixed_bfloat16}"
+          --checkpoint-every 2000 --validate-every 2000 --log-every 500)
+fi
+rm -rf "$WORK"
+fit() { python3 -m cryoem_denoise --backend jax fit --seed 0 -q "${args[@]}" "$@"; }
+time fit --out "$WORK/model" --max-minutes "${MINUTES:-3.5}"
+dirs=(model)
+if [ "${FINETUNE_MINUTES:-1}" != 0 ]; then
+    time fit --out "$WORK/finetune" --init-from "$WORK/model" --g-lr 2e-5 \
+        --max-minutes "${FINETUNE_MINUTES:-1}"
+    dirs+=(finetune)
+fi
+files=()
+for d in "${dirs[@]}"; do
+    files+=("$d"/{config.json,generator.weights.h5,metadata.json,losses.csv})
+    files+=("$d/checkpoints/$(ls "$WORK/$d/checkpoints" | sort | tail -n 1)")
+    python3 -c "
+import json; m = json.load(open('$WORK/$d/metadata.json'))
+print('$d: steps', m['steps'], 'seconds', round(m['train_seconds']),
+      'validation', m['validation'][-1:], 'recalibrated', m.get('batch_norm_recalibration'))"
+done
+mkdir -p "$OUT"
+tar -C "$WORK" -cf - "${files[@]}" | gzip -1 | split -b 15m - "$OUT/run.tgz.part-"
+ls -la "$OUT"

@@ -5,7 +5,7 @@
 #   scripts/device_wheels.sh bench   the 4096² micrograph, for benchmarks/device_run.sh
 #   scripts/device_wheels.sh train   the 7 training structures, for scripts/device_train.sh
 # Python 3.12 x86-64 wheels (that machine's Python); adjust PYVER for another. What travels
-# must stay under 64 MiB, so .device-data holds one purpose's data at a time.
+# must stay under 64 MiB, so .device-data holds one purpose's data at a time, gzipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PURPOSE=${1:-bench}
@@ -25,4 +25,5 @@ print(' '.join(datasets.TRAINING_STRUCTURES))")) ;;
 esac
 # from the checksummed cache; fetch checks them again there (same names, same checksums)
 for src in $(.venv/bin/cryoem-denoise fetch "${names[@]}"); do cp "$src" .device-data/; done
+gzip -6 .device-data/*   # to fit what travels (64 MiB with the repository); device_env.sh unpacks
 du -sh .whl .device-data
