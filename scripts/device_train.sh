@@ -1,20 +1,21 @@
 #!/usr/bin/env bash
-# Train the shipped model's two-stage recipe (scripts/train_default_model.sh) on a GPU machine
+# Train the shipped model's recipe (scripts/train_default_model.sh) on a GPU machine
 # that has JAX but no TensorFlow, no Keras and no package index (README, "Backends and GPUs").
 #
 # Here first:  scripts/device_wheels.sh train  (wheels into .whl, the training structures,
 #                                               gzipped, into .device-data; both git-ignored)
 # There, in the repository root, with .whl and .device-data carried:
-#              MINUTES=3.5 FINETUNE_MINUTES=1 OUT=... bash scripts/device_train.sh
+#              MINUTES=4 OUT=... bash scripts/device_train.sh   (the shipped model's run)
 # It simulates the built-in training set (600 broad-preset fields of the 7 training
 # structures), then trains
 #   stage 1  fit --preset quality, batch BATCH (64), Adam 2e-4, for MINUTES of wall time
 #            (fit --max-minutes: a usable model at whatever step it reached, resumable)
-#   stage 2  from stage 1's weights at Adam 2e-5 for FINETUNE_MINUTES (0: skip)
+#   stage 2  from stage 1's weights at Adam 2e-5 for FINETUNE_MINUTES (default 0: skipped;
+#            it did not help the shipped model, see scripts/train_default_model.sh)
 # each ending with the BatchNorm recalibration, and packs both model folders (config,
 # weights, metadata, losses and the newest checkpoint) into $OUT/run.tgz.part-* (gzip, split
 # into files under 16 MiB). Here:  cat DIR/run.tgz.part-* | tar xz -C WORK  gives WORK/model
-# and WORK/finetune, which `fit --out ... --resume` continues on any machine.
+# (and WORK/finetune), which `fit --out ... --resume` continues on any machine.
 #
 #   scripts/device_train.sh --split MODEL_DIR DIR   newest checkpoint -> DIR/ckpt-STEP-*.npz
 #   scripts/device_train.sh --join DIR MODEL_DIR    and back (training_runs/ holds such parts)
@@ -70,17 +71,19 @@ if [ "${SMALL:-0}" = 1 ]; then   # CPU rehearsal: the same code paths, tiny size
           --checkpoint-every 3 --validate-every 3 --log-every 3 --bn-recalibration 16
           --precision "${PRECISION:-float32}")
 else
+    # --steps: far beyond what MINUTES reach (the run is time-boxed; --resume --steps N
+    # later finishes it at N, recalibrating without retraining when N is the step reached)
     args=(--preset quality --batch-size "${BATCH:-64}" --steps "${STEPS:-200000}"
           --precision "${PRECISION:-mixed_bfloat16}"
           --checkpoint-every 2000 --validate-every 2000 --log-every 500)
 fi
 rm -rf "$WORK"
 fit() { python3 -m cryoem_denoise --backend jax fit --seed 0 -q "${args[@]}" "$@"; }
-time fit --out "$WORK/model" --max-minutes "${MINUTES:-3.5}"
+time fit --out "$WORK/model" --max-minutes "${MINUTES:-4}"
 dirs=(model)
-if [ "${FINETUNE_MINUTES:-1}" != 0 ]; then
+if [ "${FINETUNE_MINUTES:-0}" != 0 ]; then
     time fit --out "$WORK/finetune" --init-from "$WORK/model" --g-lr 2e-5 \
-        --max-minutes "${FINETUNE_MINUTES:-1}"
+        --max-minutes "$FINETUNE_MINUTES"
     dirs+=(finetune)
 fi
 files=()

@@ -12,13 +12,17 @@
 #   model  - pix2pix U-Net, 16 filters, depth 7 on 128² crops, residual, no dropout,
 #            nearest-neighbour resize + 3x3 convolution upsampling and a full-resolution stem
 #            and head (no checkerboard); under 20 MiB of weights
-#   loss   - mean squared error, no critic; Adam 2e-4 (the ablation's broad_unweighted arm)
-#            for STEPS (16,000), then FINETUNE_STEPS (4,000) more from those weights at 2e-5
-#            (WORK/finetune; fresh Adam moments)
+#   loss   - mean squared error, no critic; Adam 2e-4, batches of 64 crops, STEPS steps
+#            (57,321: what `scripts/device_train.sh` reached in 4 minutes on an H200 in
+#            bfloat16, 3.7 M crops; on a 2-core CPU in float32 that is about a day)
 #   end    - BatchNorm statistics of 4,096 training crops instead of the moving averages
 #            (train.bn_recalibration; the checkpoints keep the moving averages)
 #   apply  - noisy inputs scaled robustly (median and MAD: data.noisy_intensity = robust),
 #            sigma estimated per file
+# Optional stage 2 (FINETUNE_STEPS > 0, into WORK/finetune): that many more steps from stage
+# 1's weights at Adam 2e-5 (fresh moments). It helped the earlier CPU model (16,000 steps of 8
+# crops: +0.2 to +0.4 dB held out) but not the shipped one (up to 0.5 dB lower at sigma 10,
+# within 0.1 dB elsewhere, on two held-out draws), so it is off by default.
 # Budget and hardware: metadata.json beside the weights ("steps", "train_seconds",
 # "environment").
 #
@@ -26,9 +30,8 @@
 #        (MAX_MINUTES: stop after M minutes with a usable model, resumable to STEPS)
 #        interrupted (or on another machine)? run it again: it resumes from the newest
 #        checkpoint in WORK_DIR/model/checkpoints, simulating the built-in set again if the
-#        cache is missing (seeded; the data fingerprint is checked)
-#        (stage 2 starts once stage 1 has STEPS steps; after extending stage 1, delete
-#        WORK_DIR/finetune to fine-tune the new weights)
+#        cache is missing (seeded; the data fingerprint is checked); training_runs/quality
+#        holds the shipped run's last checkpoint (README, "The shipped default model")
 # then:  scripts/train_default_model.sh --install WORK_DIR   (stage 2's model if it exists)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,12 +45,12 @@ if [ "${1:-}" = "--install" ]; then
     exit 0
 fi
 WORK=${1:?usage: $0 WORK_DIR [STEPS]}
-STEPS=${2:-16000}
-FINETUNE=${FINETUNE_STEPS:-4000}
+STEPS=${2:-57321}
+FINETUNE=${FINETUNE_STEPS:-0}
 LIMIT=(${MAX_MINUTES:+--max-minutes "$MAX_MINUTES"})
 LOGS=(--checkpoint-every 500 --validate-every 2000 --log-every 500)
 mkdir -p "$WORK"
-# stage 1: the quality preset at Adam 2e-4
+# stage 1: the quality preset (Adam 2e-4, batch 64)
 if [ -f "$WORK/model/config.json" ]; then
     "$BIN/cryoem-denoise" fit --out "$WORK/model" --resume --steps "$STEPS" "${LIMIT[@]}"
 else

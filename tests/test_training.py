@@ -19,6 +19,18 @@ def _cli(*args, timeout=300):
                           capture_output=True, text=True, timeout=timeout)
 
 
+def _invoke(*args):
+    """The CLI in this process (no interpreter start): ``returncode`` and ``stderr`` as _cli."""
+    from types import SimpleNamespace
+
+    from click.testing import CliRunner
+
+    from cryoem_denoise.cli import cli
+
+    result = CliRunner().invoke(cli, [str(a) for a in args])
+    return SimpleNamespace(returncode=result.exit_code, stdout=result.stdout, stderr=result.stderr)
+
+
 def _batch(seed=0, n=4, tile=64):
     rng = np.random.default_rng(seed)
     clean = rng.uniform(0, 255, (n, tile, tile, 1)).astype(np.float32)
@@ -192,7 +204,7 @@ def test_sigkill_then_resume_equals_uninterrupted(clean_mrc, tmp_path):
 @pytest.mark.backends
 def test_model_folder_contents_and_loading(clean_mrc, tmp_path):
     out = tmp_path / "model"
-    result = _cli(*_fit_args(clean_mrc("t.mrc", (160, 160)), out, 10))
+    result = _invoke(*_fit_args(clean_mrc("t.mrc", (160, 160)), out, 10))
     assert result.returncode == 0, result.stderr
     assert "validation PSNR" in result.stdout
     for name in (model_store.CONFIG, model_store.WEIGHTS, model_store.METADATA, model_store.LOSSES):
@@ -213,17 +225,18 @@ def test_max_minutes_leaves_a_usable_model_that_resumes(clean_mrc, tmp_path):
     out = tmp_path / "model"
     meta = training.fit(tiny_config(steps=10, checkpoint_every=5), [data], out, time_limit=0)
     assert meta["steps"] == 1  # stopped after the first step: checkpoint and weights written
+    assert meta["stopped_at_time_limit_s"] == 0  # the budget is recorded
     assert (out / model_store.WEIGHTS).is_file() and model_store.checkpoint_paths(out)
     model_store.load_generator(out)
     meta = training.fit(tiny_config(steps=10, checkpoint_every=5), [data], out, resume=True)
-    assert meta["steps"] == 10
-    assert _cli("fit", "--tiny", "--out", tmp_path / "x", "--max-minutes", "0").returncode == 2
+    assert meta["steps"] == 10 and "stopped_at_time_limit_s" not in meta
+    assert _invoke("fit", "--tiny", "--out", tmp_path / "x", "--max-minutes", "0").returncode == 2
 
 
 def test_fit_refuses_bad_setups_before_training(clean_mrc, make_mrc, tmp_path):
     data = clean_mrc("d.mrc", (160, 160))
     ok = tmp_path / "ok"
-    assert _cli(*_fit_args(data, ok, 5)).returncode == 0
+    assert _invoke(*_fit_args(data, ok, 5)).returncode == 0
 
     cases = [
         (["fit", "--tiny", "--out", tmp_path / "m1", tmp_path / "empty"], "no MRC files"),
@@ -240,13 +253,13 @@ def test_fit_refuses_bad_setups_before_training(clean_mrc, make_mrc, tmp_path):
     ]
     (tmp_path / "empty").mkdir()
     for args, message in cases:
-        result = _cli(*args)
+        result = _invoke(*args)
         assert result.returncode == 2, (args, result.stderr)
         assert message in result.stderr and "Traceback" not in result.stderr, (args, result.stderr)
 
     for _, ckpt in model_store.checkpoint_paths(ok):
         ckpt.unlink()
-    result = _cli("fit", "--out", ok, "--resume")
+    result = _invoke("fit", "--out", ok, "--resume")
     assert result.returncode == 2 and "no checkpoint" in result.stderr
 
 
@@ -284,20 +297,20 @@ def test_killed_before_first_checkpoint_resumes_or_restarts(clean_mrc, tmp_path)
     data = clean_mrc("d.mrc", (160, 160))
     out = tmp_path / "early"
     # what a run killed during its first steps leaves: config and metadata, no checkpoint
-    result = _cli(*_fit_args(data, out, 4), "--stop-after", "1")
+    result = _invoke(*_fit_args(data, out, 4), "--stop-after", "1")
     assert result.returncode == 0, result.stderr
     for _, ckpt in model_store.checkpoint_paths(out):
         ckpt.unlink()
     assert not (out / model_store.WEIGHTS).exists()
-    resumed = _cli("fit", "--out", out, "--resume", "-q")
+    resumed = _invoke("fit", "--out", out, "--resume", "-q")
     assert resumed.returncode == 0, resumed.stderr
     assert model_store.load_metadata(out)["steps"] == 4
     rerun_dir = tmp_path / "early2"
-    assert _cli(*_fit_args(data, rerun_dir, 4), "--stop-after", "1").returncode == 0
+    assert _invoke(*_fit_args(data, rerun_dir, 4), "--stop-after", "1").returncode == 0
     for _, ckpt in model_store.checkpoint_paths(rerun_dir):
         ckpt.unlink()
-    rerun = _cli(*_fit_args(data, rerun_dir, 4))
+    rerun = _invoke(*_fit_args(data, rerun_dir, 4))
     assert rerun.returncode == 0, rerun.stderr
     # with a checkpoint, a plain rerun is refused (it would throw the run away)
-    again = _cli(*_fit_args(data, out, 4))
+    again = _invoke(*_fit_args(data, out, 4))
     assert again.returncode == 2 and "already holds a model" in again.stderr

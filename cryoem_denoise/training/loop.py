@@ -260,6 +260,8 @@ def _loop(trainer, cfg, train_set, val, inputs, model_dir, start_step, progress,
                      seconds_before + time.perf_counter() - started)
     if recalibrated:
         meta["batch_norm_recalibration"] = recalibrated
+    if timed_out and step < t.steps:  # the budget was wall time, not t.steps
+        meta["stopped_at_time_limit_s"] = time_limit
     model_store.save_metadata(model_dir, meta)
     return meta
 
