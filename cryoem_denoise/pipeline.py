@@ -26,10 +26,18 @@ Modes (``DataConfig.mode``):
 
 A held-out validation set comes from whole sections (stacks of 10 or more) or from a band
 of rows at the bottom of each image (micrographs), and is never used for training.
+
+A generator with a noise-level input (``model.sigma_map``) gets each crop's sigma in
+``clean`` mode; in the paired modes the noise is not drawn but found, so each image carries
+its measured sigma (:attr:`Image.sigma`): ``pairs``, the std of noisy minus clean;
+``noise2noise``, the mean of the two halves' estimates; ``self_supervised``, the estimate of
+the whole exposure. The estimates are those ``apply`` makes of a file
+(:func:`cryoem_denoise.denoise.estimate_noise_level`), so a model fine-tuned on real data
+sees in training the noise levels it is given afterwards.
 """
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +55,7 @@ class Image:
     clean: np.ndarray
     noisy: np.ndarray = None
     source: str = ""
+    sigma: float = None  # noise sigma of ``noisy`` on [0, 255] (paired modes), measured
 
 
 @dataclass
@@ -60,6 +69,7 @@ class ImageSet:
     heights: np.ndarray
     widths: np.ndarray
     fingerprint: str = field(default="")
+    sigmas: np.ndarray = None  # float32 per image: each noisy image's sigma (paired modes)
 
     @property
     def paired(self):
@@ -135,12 +145,22 @@ def load_images(paths, data_cfg, tile, noisy_paths=None):
                 images += _self_supervised_images(sec, data_cfg, tile, path, index, name, k)
                 continue
             clean = _prepare(sec, data_cfg, tile, path, index)
-            noisy = None
+            noisy = sigma = None
             if noisy_sections is not None:
                 # the noisy image is scaled with its twin's affine: the same units
                 noisy = _scale_like(noisy_sections[i], sec, data_cfg)
-            images.append(Image(name, clean, noisy, str(path)))
+                sigma = _paired_sigma(noisy, clean, mode)
+            images.append(Image(name, clean, noisy, str(path), sigma))
     return images
+
+
+def _paired_sigma(noisy, target, mode):
+    """The noise sigma of a pair's input on [0, 255] (see the module docstring)."""
+    from cryoem_denoise.denoise import estimate_noise_level
+
+    if mode == "noise2noise":  # two halves of one exposure: either may be the input
+        return 0.5 * (estimate_noise_level(noisy) + estimate_noise_level(target))
+    return float(np.std(noisy.astype(np.float64) - target))
 
 
 #: The ordered pairs of edge-sharing pixels of a 2x2 cell (positions 0 1 / 2 3).
@@ -176,11 +196,14 @@ def _self_supervised_images(section, data_cfg, tile, path, index, name, file_ind
                          f"a side (the {tile}-pixel tile x {data_cfg.min_side_fraction:g} x 2); "
                          "use a smaller --tile", path)
     scaled = _prepare(sec, data_cfg, 1, path, index)
+    from cryoem_denoise.denoise import estimate_noise_level
+
+    sigma = estimate_noise_level(scaled)  # what apply measures on the whole exposure
     rng = np.random.default_rng([file_index, 0 if index is None else index, 977])
     out = []
     for d in range(data_cfg.subsample_draws):
         g1, g2 = neighbour_pairs(scaled, rng)
-        out.append(Image(f"{name}#{d}", g2, g1, str(path)))
+        out.append(Image(f"{name}#{d}", g2, g1, str(path), sigma))
     return out
 
 
@@ -214,10 +237,10 @@ def split_validation(images, fraction, tile):
             band = max(tile, int(round(h * fraction)))
             if h - band >= tile:
                 cut = h - band
-                train.append(Image(im.name, im.clean[:cut],
-                                   None if im.noisy is None else im.noisy[:cut], im.source))
-                val.append(Image(im.name + "[val]", im.clean[cut:],
-                                 None if im.noisy is None else im.noisy[cut:], im.source))
+                train.append(replace(im, clean=im.clean[:cut],
+                                     noisy=None if im.noisy is None else im.noisy[:cut]))
+                val.append(replace(im, name=im.name + "[val]", clean=im.clean[cut:],
+                                   noisy=None if im.noisy is None else im.noisy[cut:]))
             else:
                 train.append(im)
     return train, val
@@ -238,15 +261,18 @@ def pack(images, tile):
     for im, c in zip(images, cleans):
         digest.update(im.name.encode())
         digest.update(np.ascontiguousarray(c).tobytes())
+    sigmas = (np.array([im.sigma for im in images], np.float32)
+              if paired and all(im.sigma is not None for im in images) else None)
     return ImageSet([im.name for im in images], flat_clean, flat_noisy, offsets, heights, widths,
-                    digest.hexdigest()[:16])
+                    digest.hexdigest()[:16], sigmas)
 
 
 def validation_set(images, cfg, seed):
     """Fixed ``(noisy, clean, sigma)`` validation crops on [0, 255].
 
     ``noisy`` and ``clean`` are ``(n, tile, tile)``; ``sigma`` is each crop's noise level
-    (``nan`` for real noisy pairs, whose noise is not known). The sigmas are always drawn
+    (for pairs, their image's measured :attr:`Image.sigma`; ``nan`` where there is none).
+    The sigmas are always drawn
     uniformly from the config's range, whatever ``sigma_draw`` the run trains with, so runs
     that draw differently are scored on the same crops.
     """
@@ -265,7 +291,7 @@ def validation_set(images, cfg, seed):
         crop = c[y:y + tile, x:x + tile]
         if im.noisy is not None:
             noisy.append(pad_to_tile(im.noisy, tile)[y:y + tile, x:x + tile])
-            sigmas.append(np.nan)
+            sigmas.append(np.nan if im.sigma is None else im.sigma)
         else:
             image, sigma = add_gaussian_noise(crop, spec, rng)
             noisy.append(image)
@@ -313,7 +339,7 @@ def training_dataset(image_set, cfg, start_element=0, elements_per_step=None):
 
     Each batch has shape ``(elements_per_step, tile, tile, channels)``; with
     ``model.sigma_map`` the noisy batch has a second channel, each crop's sigma
-    (:func:`with_noise_level`).
+    (:func:`with_noise_level`; for pairs, its image's ``ImageSet.sigmas``).
     """
     import tensorflow as tf
 
@@ -333,6 +359,8 @@ def training_dataset(image_set, cfg, start_element=0, elements_per_step=None):
     augment = cfg.data.augment
     swap = cfg.data.swap_pairs and image_set.paired
     draw, sigma_map = cfg.data.sigma_draw, cfg.model.sigma_map
+    pair_sigmas = _pair_sigmas(image_set, cfg)
+    pair_sigmas = None if pair_sigmas is None else tf.constant(pair_sigmas)
 
     def crop(i):
         seeds = tf.random.experimental.stateless_split(tf.stack([tf.constant(seed, tf.int64), i]), 5)
@@ -354,6 +382,9 @@ def training_dataset(image_set, cfg, start_element=0, elements_per_step=None):
         if swap:  # noise2noise: either half is the input
             u = tf.random.stateless_uniform([], tf.stack([tf.constant(seed + 2, tf.int64), i]))
             images = tf.cond(u < 0.5, lambda: images[::-1], lambda: images)
+        if pair_sigmas is not None:  # the noise-level channel of the input
+            images = [images[0], tf.concat([images[1], tf.ones_like(images[1]) * pair_sigmas[k]],
+                                           -1)]
         return tuple(images) + (i,)
 
     def degrade(*batch):
@@ -371,6 +402,24 @@ def training_dataset(image_set, cfg, start_element=0, elements_per_step=None):
     ds = ds.batch(per_step, drop_remainder=True)
     ds = ds.map(degrade, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _pair_sigmas(image_set, cfg):
+    """Per-image sigmas of a paired set for a ``sigma_map`` model (float32), else ``None``.
+
+    Raises
+    ------
+    ConfigError
+        A ``sigma_map`` model on pairs without measured sigmas.
+    """
+    if not (cfg.model.sigma_map and image_set.paired):
+        return None
+    if image_set.sigmas is None:
+        from cryoem_denoise.errors import ConfigError
+
+        raise ConfigError("this model takes a noise-level map, and these pairs have no "
+                          "measured sigma")
+    return np.asarray(image_set.sigmas, np.float32)
 
 
 # -- the same stream on the accelerator (JAX) ------------------------------------------------
@@ -402,6 +451,8 @@ def device_images(image_set, distribution=None):
             "logits": np.log(areas).astype(np.float32)}
     if image_set.paired:
         data["noisy"] = image_set.flat_noisy
+    if image_set.paired and image_set.sigmas is not None:
+        data["sigmas"] = np.asarray(image_set.sigmas, np.float32)
     if distribution is None:
         return {k: jnp.asarray(v) for k, v in data.items()}
     sharding = jax.sharding.NamedSharding(
@@ -471,16 +522,25 @@ def jax_batch(data, cfg, first_element, n):
         index = data["offsets"][k] + (y + rows) * w + (x + cols)
         clean = data["clean"][index]
         if not paired:
-            return clean, clean
+            return clean, clean, k
         noisy = data["noisy"][index]
         if cfg.data.swap_pairs:  # noise2noise: either half is the input
             swap = jax.random.uniform(jax.random.fold_in(swap_key, i)) < 0.5
             noisy, clean = jnp.where(swap, clean, noisy), jnp.where(swap, noisy, clean)
-        return noisy, clean
+        return noisy, clean, k
 
     elements = jnp.asarray(first_element, jnp.int32) + jnp.arange(n, dtype=jnp.int32)
-    noisy, clean = jax.vmap(crop)(elements)
+    noisy, clean, image_index = jax.vmap(crop)(elements)
     noisy, clean = noisy[..., None], clean[..., None]
+    if paired and cfg.model.sigma_map:  # the noise-level channel: each pair's measured sigma
+        if "sigmas" not in data:
+            from cryoem_denoise.errors import ConfigError
+
+            raise ConfigError("this model takes a noise-level map, and these pairs have no "
+                              "measured sigma")
+        sigma = data["sigmas"][image_index]
+        noisy = jnp.concatenate([noisy, jnp.ones_like(noisy) * sigma[:, None, None, None]],
+                                axis=-1)
     if not paired:
         noise_key = jax.random.fold_in(jax.random.PRNGKey(seed + 1), first_element)
         noisy, sigma = add_gaussian_noise_jax(clean, cfg.data.sigma, noise_key,

@@ -83,12 +83,92 @@ def test_with_noise_level_appends_a_constant_plane():
     assert (x[..., 0] == 0).all()
 
 
-def test_sigma_map_needs_known_sigma():
+def _halves(make_mrc, sigma_file, seed=0, shape=(192, 192)):
+    """Two noisy halves of one smooth field (file units; noise std ``sigma_file``)."""
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(seed)
+    field = gaussian_filter(rng.normal(0, 1, shape), 3).astype(np.float32) * 20
+    a = make_mrc((field + rng.normal(0, sigma_file, shape)).astype(np.float32), f"a{seed}.mrc")
+    b = make_mrc((field + rng.normal(0, sigma_file, shape)).astype(np.float32), f"b{seed}.mrc")
+    return a, b
+
+
+def test_pairs_carry_their_measured_sigma(make_mrc):
+    """Without drawn noise, each pair carries its input's sigma, measured as apply does."""
+    from cryoem_denoise.denoise import estimate_noise_level
+
     cfg = tiny_config()
     cfg.model.sigma_map = True
+    for mode in ("noise2noise", "self_supervised", "pairs"):
+        cfg.data.mode = mode
+        cfg.validate()  # a noise-level input trains in every mode
+    a, b = _halves(make_mrc, 1.0)
     cfg.data.mode = "noise2noise"
-    with pytest.raises(ConfigError, match="noise-level"):
-        cfg.validate()
+    (im,) = pipeline.load_images([a], cfg.data, 64, noisy_paths=[b])
+    expected = 0.5 * (estimate_noise_level(im.noisy) + estimate_noise_level(im.clean))
+    assert im.sigma == pytest.approx(expected)
+    # the scaled halves differ by noise of std sqrt(2) sigma: the estimate is close to it
+    assert im.sigma == pytest.approx(np.std(im.noisy - im.clean) / np.sqrt(2), rel=0.1)
+    cfg.data.mode = "self_supervised"
+    subs = pipeline.load_images([a], cfg.data, 64)
+    assert len({x.sigma for x in subs}) == 1 and subs[0].sigma > 0
+    cfg.data.mode = "pairs"
+    (im,) = pipeline.load_images([a], cfg.data, 64, noisy_paths=[b])
+    assert im.sigma == pytest.approx(float(np.std(im.noisy.astype(np.float64) - im.clean)))
+    train, val = pipeline.split_validation([im], 0.3, 64)
+    assert train[0].sigma == val[0].sigma == im.sigma
+    packed = pipeline.pack(train, 64)
+    np.testing.assert_allclose(packed.sigmas, [im.sigma])
+    noisy, _, sigma = pipeline.validation_set(val, cfg, 0)
+    np.testing.assert_allclose(sigma, im.sigma)
+
+
+def test_paired_batches_carry_each_images_sigma(make_mrc):
+    """The noise-level channel of a paired batch is its image's sigma, on either backend."""
+    from cryoem_denoise import backend
+
+    cfg = tiny_config(batch_size=6)
+    cfg.model.sigma_map = True
+    cfg.data.mode = "noise2noise"
+    cfg.data.swap_pairs = True
+    images = []
+    for seed, sigma_file in ((0, 0.5), (1, 3.0)):
+        a, b = _halves(make_mrc, sigma_file, seed)
+        images += pipeline.load_images([a], cfg.data, 64, noisy_paths=[b])
+    assert images[0].sigma < images[1].sigma
+    image_set = pipeline.pack(images, 64)
+    if backend.name() == "tensorflow":
+        noisy, clean = next(iter(pipeline.training_dataset(image_set, cfg)))
+        noisy, clean = np.asarray(noisy), np.asarray(clean)
+    else:
+        data = pipeline.device_images(image_set)
+        noisy, clean = (np.asarray(x) for x in pipeline.jax_batch(data, cfg, 0, 6))
+    assert noisy.shape == (6, 64, 64, 2) and clean.shape == (6, 64, 64, 1)
+    levels = noisy[..., 1].reshape(6, -1)
+    assert (levels == levels[:, :1]).all()  # one constant plane per crop
+    assert set(np.round(levels[:, 0], 4)) <= set(np.round(image_set.sigmas, 4))
+
+
+def test_fine_tuning_a_sigma_map_model_on_halves(sigma_map_model, make_mrc, tmp_path):
+    """fit --noise2noise / --self-supervised --init-from a model with a noise-level input."""
+    from click.testing import CliRunner
+
+    from cryoem_denoise import model_store
+    from cryoem_denoise.cli import cli
+
+    a, b = _halves(make_mrc, 1.0, shape=(160, 160))
+    for mode, args in (("noise2noise", [str(a), "--noisy", str(b), "--noise2noise"]),
+                       ("self_supervised", [str(a), "--self-supervised", "--tile", "64"])):
+        out = tmp_path / mode
+        r = CliRunner().invoke(cli, ["fit", *args, "--init-from", str(sigma_map_model),
+                                     "--steps", "2", "--batch-size", "2", "--out", str(out),
+                                     "-q"])
+        assert r.exit_code == 0, r.output
+        assert model_store.load_config(out).model.sigma_map
+        r = CliRunner().invoke(cli, ["apply", str(a), "--model", str(out), "--out",
+                                     str(tmp_path / f"{mode}_out"), "-q"])
+        assert r.exit_code == 0, r.output
 
 
 def test_presets_validate_and_paper_is_the_default():
