@@ -118,14 +118,14 @@ class DataConfig:
         if self.noisy_intensity not in ("same",) + tuple(METHODS):
             raise ConfigError(f"noisy_intensity must be 'same' or one of {', '.join(METHODS)}, "
                               f"got {self.noisy_intensity!r}")
+        if not 0 <= self.validation_fraction < 1:
+            raise ConfigError("validation_fraction must be in [0, 1)")
 
     def scaling(self, noisy=False):
         """``(method, percentiles)`` that scale a clean image, or a ``noisy`` one, to [0, 255]."""
         if noisy and self.noisy_intensity != "same":
             return self.noisy_intensity, self.percentiles
         return self.intensity, self.percentiles
-        if not 0 <= self.validation_fraction < 1:
-            raise ConfigError("validation_fraction must be in [0, 1)")
 
 
 @dataclass

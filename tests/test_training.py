@@ -250,6 +250,8 @@ def test_fit_refuses_bad_setups_before_training(clean_mrc, make_mrc, tmp_path):
         (["fit", "--tiny", "--out", ok, data], "already holds a model"),
         (["fit", "--tiny", "--out", tmp_path / "m4", "--sigma", "300", data], "sigma"),
         (["fit", "--out", tmp_path / "m5", "--tile", "100", data], "divisible"),
+        (["fit", "--tiny", "--out", tmp_path / "m6", "--validation-fraction", "1", data],
+         "validation_fraction"),
     ]
     (tmp_path / "empty").mkdir()
     for args, message in cases:
