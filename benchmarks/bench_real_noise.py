@@ -101,7 +101,12 @@ def train(kind, h1, h2, full, out, steps, batch, init, critic=False):
     from cryoem_denoise.config import FitConfig
 
     cfg = FitConfig()
-    cfg.model = model_store.load_config(model_store.default_model_dir()).model
+    # the shipped model's generator (and, fine-tuning it, its input scaling and BatchNorm
+    # recalibration, as fit --init-from does); from scratch, the paper's scaling
+    if init:
+        training.inherit_from_init(cfg, "default")
+    else:
+        cfg.model = model_store.load_config(model_store.default_model_dir()).model
     cfg.train.steps, cfg.train.batch_size = steps, batch
     cfg.train.log_every = cfg.train.validate_every = cfg.train.checkpoint_every = steps
     cfg.train.adversarial = critic

@@ -151,24 +151,45 @@ def test_paired_batches_carry_each_images_sigma(make_mrc):
 
 
 def test_fine_tuning_a_sigma_map_model_on_halves(sigma_map_model, make_mrc, tmp_path):
-    """fit --noise2noise / --self-supervised --init-from a model with a noise-level input."""
+    """fit --noise2noise / --self-supervised --init-from a model with a noise-level input.
+
+    The run takes the model's generator, the input scaling its weights were trained for and
+    its BatchNorm recalibration (an option given overrides them).
+    """
+    import shutil
+
     from click.testing import CliRunner
 
     from cryoem_denoise import model_store
     from cryoem_denoise.cli import cli
 
+    start = tmp_path / "start"
+    shutil.copytree(sigma_map_model, start)
+    cfg = model_store.load_config(start)
+    cfg.data.noisy_intensity, cfg.train.bn_recalibration = "robust", 8
+    model_store.save_config(start, cfg)  # as the shipped model: weights for robust inputs
     a, b = _halves(make_mrc, 1.0, shape=(160, 160))
     for mode, args in (("noise2noise", [str(a), "--noisy", str(b), "--noise2noise"]),
                        ("self_supervised", [str(a), "--self-supervised", "--tile", "64"])):
         out = tmp_path / mode
-        r = CliRunner().invoke(cli, ["fit", *args, "--init-from", str(sigma_map_model),
+        r = CliRunner().invoke(cli, ["fit", *args, "--init-from", str(start),
                                      "--steps", "2", "--batch-size", "2", "--out", str(out),
                                      "-q"])
         assert r.exit_code == 0, r.output
-        assert model_store.load_config(out).model.sigma_map
+        tuned = model_store.load_config(out)
+        assert tuned.model == cfg.model and tuned.model.sigma_map
+        assert tuned.data.noisy_intensity == "robust" and tuned.train.bn_recalibration == 8
+        assert model_store.load_metadata(out)["batch_norm_recalibration"]["crops"] == 8
         r = CliRunner().invoke(cli, ["apply", str(a), "--model", str(out), "--out",
                                      str(tmp_path / f"{mode}_out"), "-q"])
         assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(cli, ["fit", str(a), "--noisy", str(b), "--noise2noise",
+                                 "--init-from", str(start), "--noisy-intensity", "minmax",
+                                 "--bn-recalibration", "0", "--steps", "1", "--batch-size", "2",
+                                 "--out", str(tmp_path / "explicit"), "-q"])
+    assert r.exit_code == 0, r.output
+    tuned = model_store.load_config(tmp_path / "explicit")
+    assert tuned.data.noisy_intensity == "minmax" and tuned.train.bn_recalibration == 0
 
 
 def test_presets_validate_and_paper_is_the_default():

@@ -209,8 +209,9 @@ def fit(inputs, out, noisy, config_file, tiny, preset, experiment, sim_sources, 
         if given:
             raise click.UsageError(f"--init-from takes the model's generator; drop "
                                    f"{', '.join('--' + k.replace('_', '-') for k in given)}")
-        # the generator of the model fine-tuned from (--tile may still change the crops)
-        base.model = model_store.load_config(training.init_model_dir(options["init_from"])).model
+        # the generator of the model fine-tuned from (--tile may still change the crops),
+        # its input scaling and BatchNorm recalibration (options given here override them)
+        training.inherit_from_init(base, options["init_from"])
     if options.get("pixel_size") is not None:
         from cryoem_denoise.cli.data import _parse_range
 

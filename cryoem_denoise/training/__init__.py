@@ -9,8 +9,9 @@ Keras backend, so the rest of the package never asks which one it is.
 from cryoem_denoise.losses import from_model_scale, to_model_scale  # noqa: F401
 from cryoem_denoise.training.base import Trainer, make_optimizer  # noqa: F401
 from cryoem_denoise.training.loop import (LOSS_FIELDS, RESUMABLE_CHANGES,  # noqa: F401
-                                          check_resume_compatible, fit, init_model_dir,
-                                          init_weights, prepare_data, saved_inputs)
+                                          check_resume_compatible, fit, inherit_from_init,
+                                          init_model_dir, init_weights, prepare_data,
+                                          saved_inputs)
 
 
 def make_trainer(cfg, distribution=None):
