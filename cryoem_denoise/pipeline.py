@@ -272,9 +272,8 @@ def validation_set(images, cfg, seed):
 
     ``noisy`` and ``clean`` are ``(n, tile, tile)``; ``sigma`` is each crop's noise level
     (for pairs, their image's measured :attr:`Image.sigma`; ``nan`` where there is none).
-    The sigmas are always drawn
-    uniformly from the config's range, whatever ``sigma_draw`` the run trains with, so runs
-    that draw differently are scored on the same crops.
+    The sigmas are always drawn uniformly from the config's range, whatever ``sigma_draw``
+    the run trains with, so runs that draw differently are scored on the same crops.
     """
     tile = cfg.model.tile
     n = cfg.data.validation_tiles
@@ -415,11 +414,15 @@ def _pair_sigmas(image_set, cfg):
     if not (cfg.model.sigma_map and image_set.paired):
         return None
     if image_set.sigmas is None:
-        from cryoem_denoise.errors import ConfigError
-
-        raise ConfigError("this model takes a noise-level map, and these pairs have no "
-                          "measured sigma")
+        _no_pair_sigmas()
     return np.asarray(image_set.sigmas, np.float32)
+
+
+def _no_pair_sigmas():
+    from cryoem_denoise.errors import ConfigError
+
+    raise ConfigError("this model takes a noise-level map, and these pairs have no measured "
+                      "sigma")
 
 
 # -- the same stream on the accelerator (JAX) ------------------------------------------------
@@ -534,10 +537,7 @@ def jax_batch(data, cfg, first_element, n):
     noisy, clean = noisy[..., None], clean[..., None]
     if paired and cfg.model.sigma_map:  # the noise-level channel: each pair's measured sigma
         if "sigmas" not in data:
-            from cryoem_denoise.errors import ConfigError
-
-            raise ConfigError("this model takes a noise-level map, and these pairs have no "
-                              "measured sigma")
+            _no_pair_sigmas()
         sigma = data["sigmas"][image_index]
         noisy = jnp.concatenate([noisy, jnp.ones_like(noisy) * sigma[:, None, None, None]],
                                 axis=-1)

@@ -143,16 +143,16 @@ def init_model_dir(name):
     return model_store.default_model_dir() if name == "default" else Path(name)
 
 
-#: What a run started from another model's generator takes from that model's config: the
-#: generator itself, the input scaling its weights were trained for, and how its BatchNorm
+#: Besides the generator, what a run started from another model's generator takes from that
+#: model's config: the input scaling its weights were trained for, and how its BatchNorm
 #: statistics were set (moving averages of a few small fine-tuning batches would replace
 #: statistics of thousands of crops).
-INHERITED_FROM_INIT = {"model": None, "data": ("intensity", "noisy_intensity", "percentiles"),
-                       "train": ("bn_recalibration",)}
+INHERITED_FROM_INIT = (("data", "intensity"), ("data", "noisy_intensity"),
+                       ("data", "percentiles"), ("train", "bn_recalibration"))
 
 
 def inherit_from_init(cfg, name):
-    """``cfg`` with :data:`INHERITED_FROM_INIT` taken from model ``name``'s config.
+    """``cfg`` with model ``name``'s generator and :data:`INHERITED_FROM_INIT` settings.
 
     Call it before applying the user's explicit options, which then override.
 
@@ -163,9 +163,8 @@ def inherit_from_init(cfg, name):
     """
     other = model_store.load_config(init_model_dir(name))
     cfg.model = other.model
-    for section, names in INHERITED_FROM_INIT.items():
-        for field_name in names or ():
-            setattr(getattr(cfg, section), field_name, getattr(getattr(other, section), field_name))
+    for section, field_name in INHERITED_FROM_INIT:
+        setattr(getattr(cfg, section), field_name, getattr(getattr(other, section), field_name))
     return cfg
 
 
