@@ -36,9 +36,9 @@ demo: data
 # The suite on TensorFlow, then the backend tests again on JAX with TensorFlow hidden (as if
 # it were not installed: tests/hide_modules/sitecustomize.py).
 test: data
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 	KERAS_BACKEND=jax CRYOEM_DENOISE_HIDE_MODULES=tensorflow PYTHONPATH=$(CURDIR)/tests/hide_modules \
-		$(BIN)/python -m pytest -q -m backends
+		$(BIN)/python -m pytest -q -m backends --durations=10
 
 BENCHMARKS ?= training apply simulate evaluate quality
 

@@ -152,6 +152,10 @@ class TrainConfig:
     # crops whose population statistics replace BatchNorm's moving averages when training
     # ends (cryoem_denoise.batch_norm, "precise BN"); 0 keeps the moving averages (pix2pix)
     bn_recalibration: int = 0
+    # BatchNorm layers in inference mode (statistics, scale and offset kept as they are):
+    # fine-tuning (init_from) on a few images of one kind, whose own statistics would
+    # re-normalise away what the generator learnt to read (the noise-level channel above all)
+    freeze_batch_norm: bool = False
     init_from: str = None           # model folder whose generator weights start the run
     precision: str = "auto"         # auto: mixed_float16 on GPU, float32 on CPU
     strategy: str = "auto"          # auto: multiworker if TF_CONFIG, mirrored if >1 GPU

@@ -79,13 +79,15 @@ class ImageSet:
         return len(self.names)
 
 
+#: Data modes without clean targets: their training images are scaled as noisy inputs are.
+NOISY_MODES = ("noise2noise", "self_supervised")
+
+
 def _prepare(section, data_cfg, tile, path, index):
     sec = np.asarray(section, dtype=np.float32)
     try:
         mrc.check_section(sec)
-        # without clean targets the training images are noisy: scaled as noisy inputs are
-        noisy = data_cfg.mode in ("noise2noise", "self_supervised")
-        scaled, _ = to_unit255(sec, *data_cfg.scaling(noisy))
+        scaled, _ = to_unit255(sec, *data_cfg.scaling(data_cfg.mode in NOISY_MODES))
     except InputError as exc:
         where = f"section {index}: " if index is not None else ""
         raise InputError(where + exc.message, path) from None
@@ -208,8 +210,9 @@ def _self_supervised_images(section, data_cfg, tile, path, index, name, file_ind
 
 
 def _scale_like(noisy, clean, data_cfg):
-    affine = Affine(*intensity_range(np.asarray(clean), data_cfg.intensity, data_cfg.percentiles))
-    return affine.forward(noisy)
+    """``noisy`` by the affine that scaled its twin ``clean`` (:func:`_prepare`): one unit."""
+    method, percentiles = data_cfg.scaling(data_cfg.mode in NOISY_MODES)
+    return Affine(*intensity_range(np.asarray(clean), method, percentiles)).forward(noisy)
 
 
 def split_validation(images, fraction, tile):

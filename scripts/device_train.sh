@@ -83,7 +83,7 @@ time fit --out "$WORK/model" --max-minutes "${MINUTES:-4}"
 dirs=(model)
 if [ "${FINETUNE_MINUTES:-0}" != 0 ]; then
     time fit --out "$WORK/finetune" --init-from "$WORK/model" --g-lr 2e-5 \
-        --max-minutes "$FINETUNE_MINUTES"
+        --no-freeze-batch-norm --bn-recalibration 4096 --max-minutes "$FINETUNE_MINUTES"
     dirs+=(finetune)
 fi
 files=()

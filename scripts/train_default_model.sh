@@ -68,5 +68,8 @@ fi
 if [ -f "$WORK/finetune/config.json" ]; then
     exec "$BIN/cryoem-denoise" fit --out "$WORK/finetune" --resume --steps "$FINETUNE" "${LIMIT[@]}"
 fi
+# (the same data as stage 1: BatchNorm keeps training and is recalibrated, unlike the frozen
+# BatchNorm --init-from gives for fine-tuning on other data)
 exec "$BIN/cryoem-denoise" fit --preset quality --init-from "$WORK/model" --g-lr 2e-5 \
+    --no-freeze-batch-norm --bn-recalibration 4096 \
     --out "$WORK/finetune" --seed 0 --steps "$FINETUNE" "${LOGS[@]}" "${LIMIT[@]}"

@@ -124,6 +124,24 @@ def test_pairs_carry_their_measured_sigma(make_mrc):
     np.testing.assert_allclose(sigma, im.sigma)
 
 
+def test_noise2noise_halves_share_one_scaling(make_mrc):
+    """Both halves by the affine of the target half, also with a noisy-input scaling of its
+    own (the shipped model's robust one): input and target in the same units."""
+    from cryoem_denoise.intensity import to_unit255
+    from cryoem_denoise.mrc import read_sections
+
+    a, b = _halves(make_mrc, 2.0)
+    cfg = tiny_config()
+    cfg.data.mode, cfg.data.noisy_intensity = "noise2noise", "robust"
+    (im,) = pipeline.load_images([a], cfg.data, 64, noisy_paths=[b])
+    raw_a = np.asarray(read_sections(a)[0][0], np.float32)
+    raw_b = np.asarray(read_sections(b)[0][0], np.float32)
+    expected_a, affine = to_unit255(raw_a, "robust")
+    np.testing.assert_allclose(im.clean, expected_a, rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(im.noisy, affine.forward(raw_b), rtol=1e-5, atol=1e-3)
+    assert np.std(im.noisy) == pytest.approx(np.std(im.clean), rel=0.05)
+
+
 def test_paired_batches_carry_each_images_sigma(make_mrc):
     """The noise-level channel of a paired batch is its image's sigma, on either backend."""
     from cryoem_denoise import backend
@@ -153,14 +171,16 @@ def test_paired_batches_carry_each_images_sigma(make_mrc):
 def test_fine_tuning_a_sigma_map_model_on_halves(sigma_map_model, make_mrc, tmp_path):
     """fit --noise2noise / --self-supervised --init-from a model with a noise-level input.
 
-    The run takes the model's generator, the input scaling its weights were trained for and
-    its BatchNorm recalibration (an option given overrides them).
+    The run takes the model's generator and the input scaling its weights were trained for,
+    and keeps its BatchNorm as it is (statistics, scale and offset frozen, no
+    recalibration); options given override that.
     """
     import shutil
 
     from click.testing import CliRunner
 
     from cryoem_denoise import model_store
+    from cryoem_denoise.batch_norm import batch_norm_layers
     from cryoem_denoise.cli import cli
 
     start = tmp_path / "start"
@@ -168,28 +188,38 @@ def test_fine_tuning_a_sigma_map_model_on_halves(sigma_map_model, make_mrc, tmp_
     cfg = model_store.load_config(start)
     cfg.data.noisy_intensity, cfg.train.bn_recalibration = "robust", 8
     model_store.save_config(start, cfg)  # as the shipped model: weights for robust inputs
+    before, _ = model_store.load_generator(start)
     a, b = _halves(make_mrc, 1.0, shape=(160, 160))
     for mode, args in (("noise2noise", [str(a), "--noisy", str(b), "--noise2noise"]),
                        ("self_supervised", [str(a), "--self-supervised", "--tile", "64"])):
         out = tmp_path / mode
         r = CliRunner().invoke(cli, ["fit", *args, "--init-from", str(start),
-                                     "--steps", "2", "--batch-size", "2", "--out", str(out),
+                                     "--steps", "3", "--batch-size", "2", "--out", str(out),
                                      "-q"])
         assert r.exit_code == 0, r.output
         tuned = model_store.load_config(out)
         assert tuned.model == cfg.model and tuned.model.sigma_map
-        assert tuned.data.noisy_intensity == "robust" and tuned.train.bn_recalibration == 8
-        assert model_store.load_metadata(out)["batch_norm_recalibration"]["crops"] == 8
+        assert tuned.data.noisy_intensity == "robust"
+        assert tuned.train.freeze_batch_norm and tuned.train.bn_recalibration == 0
+        after, _ = model_store.load_generator(out)
+        for old, new in zip(batch_norm_layers(before), batch_norm_layers(after)):
+            for v, w in zip(old.weights, new.weights):  # statistics, scale and offset
+                np.testing.assert_array_equal(np.asarray(v.value), np.asarray(w.value))
+        changed = [not np.array_equal(np.asarray(v.value), np.asarray(w.value))
+                   for v, w in zip(before.trainable_weights, after.trainable_weights)]
+        assert any(changed)  # the convolutions were trained
         r = CliRunner().invoke(cli, ["apply", str(a), "--model", str(out), "--out",
                                      str(tmp_path / f"{mode}_out"), "-q"])
         assert r.exit_code == 0, r.output
     r = CliRunner().invoke(cli, ["fit", str(a), "--noisy", str(b), "--noise2noise",
                                  "--init-from", str(start), "--noisy-intensity", "minmax",
-                                 "--bn-recalibration", "0", "--steps", "1", "--batch-size", "2",
+                                 "--no-freeze-batch-norm", "--bn-recalibration", "8",
+                                 "--steps", "1", "--batch-size", "2",
                                  "--out", str(tmp_path / "explicit"), "-q"])
     assert r.exit_code == 0, r.output
     tuned = model_store.load_config(tmp_path / "explicit")
-    assert tuned.data.noisy_intensity == "minmax" and tuned.train.bn_recalibration == 0
+    assert tuned.data.noisy_intensity == "minmax" and not tuned.train.freeze_batch_norm
+    assert model_store.load_metadata(tmp_path / "explicit")["batch_norm_recalibration"]["crops"] == 8
 
 
 def test_presets_validate_and_paper_is_the_default():

@@ -32,6 +32,7 @@ _FIT_OPTIONS = {
     "sigma_map": ("model", "sigma_map"), "sigma_draw": ("data", "sigma_draw"),
     "loss_weighting": ("train", "loss_weighting"),
     "bn_recalibration": ("train", "bn_recalibration"),
+    "freeze_batch_norm": ("train", "freeze_batch_norm"),
     "noisy_intensity": ("data", "noisy_intensity"),
 }
 
@@ -113,6 +114,9 @@ def _build_fit_config(base, experiment, options):
 @click.option("--bn-recalibration", type=click.IntRange(min=0), metavar="CROPS",
               help="When training ends, set BatchNorm's statistics to those of this many "
                    "training crops instead of the moving averages; 0: off  [0]")
+@click.option("--freeze-batch-norm/--no-freeze-batch-norm", default=None,
+              help="Keep the generator's BatchNorm statistics, scale and offset as they are "
+                   "(inference mode while training)  [off; on with --init-from]")
 @click.option("--g-optimizer", type=click.Choice(["adam", "sgd", "rmsprop"]), help="[adam]")
 @click.option("--g-lr", type=float, help="Generator learning rate  [1e-4]")
 @click.option("--d-optimizer", type=click.Choice(["adam", "sgd", "rmsprop"]), help="[sgd]")
@@ -210,7 +214,7 @@ def fit(inputs, out, noisy, config_file, tiny, preset, experiment, sim_sources, 
             raise click.UsageError(f"--init-from takes the model's generator; drop "
                                    f"{', '.join('--' + k.replace('_', '-') for k in given)}")
         # the generator of the model fine-tuned from (--tile may still change the crops),
-        # its input scaling and BatchNorm recalibration (options given here override them)
+        # its input scaling, frozen BatchNorm (options given here override them)
         training.inherit_from_init(base, options["init_from"])
     if options.get("pixel_size") is not None:
         from cryoem_denoise.cli.data import _parse_range

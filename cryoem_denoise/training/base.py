@@ -80,6 +80,11 @@ class Trainer(abc.ABC):
             with (scope or contextlib.nullcontext)():
                 sync = sync_batch_norm and replicas > 1
                 self.generator = build_generator(cfg.model, sync, seed=t.seed)
+                if t.freeze_batch_norm:  # Keras runs a non-trainable BatchNorm in inference mode
+                    from cryoem_denoise.batch_norm import batch_norm_layers
+
+                    for layer in batch_norm_layers(self.generator):
+                        layer.trainable = False
                 self.critic = build_critic(cfg.model, sync, seed=t.seed)
                 fp16 = self.policy == "mixed_float16"
                 self.g_opt = make_optimizer(t.g_optimizer, t.g_lr, t.adam_beta1, fp16)
