@@ -101,8 +101,8 @@ def train(kind, h1, h2, full, out, steps, batch, init, critic=False):
     from cryoem_denoise.config import FitConfig
 
     cfg = FitConfig()
-    # the shipped model's generator (and, fine-tuning it, its input scaling and BatchNorm
-    # recalibration, as fit --init-from does); from scratch, the paper's scaling
+    # the shipped model's generator (and, fine-tuning it, its input scaling and frozen
+    # BatchNorm, as fit --init-from does); from scratch, the paper's scaling
     if init:
         training.inherit_from_init(cfg, "default")
     else:
