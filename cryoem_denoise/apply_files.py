@@ -103,7 +103,7 @@ def file_noise_level(sections, scale):
 
     ``scale(k)`` gives section ``k``'s affine (file units → [0, 255]).
     """
-    from cryoem_denoise.denoise import estimate_noise_level
+    from cryoem_denoise.noise import estimate_noise_level
 
     n = len(sections)
     picks = np.unique(np.linspace(0, n - 1, min(n, NOISE_LEVEL_SECTIONS)).round().astype(int))

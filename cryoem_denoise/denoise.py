@@ -15,6 +15,7 @@ import numpy as np
 
 from cryoem_denoise.errors import ConfigError
 from cryoem_denoise.intensity import Affine
+from cryoem_denoise.noise import estimate_noise_level
 from cryoem_denoise.tiling import Stitcher, make_grid
 
 
@@ -282,31 +283,6 @@ def load_denoiser(model_dir, config=None):
     return TileDenoiser(generator, fit_cfg.model.depth, config,
                         noise_level=fit_cfg.model.sigma_map,
                         sigma_range=(spec.low, spec.high)), fit_cfg
-
-
-#: Side of the central region the noise level is estimated on (fast on 11k micrographs).
-ESTIMATE_SIDE = 1024
-
-
-def estimate_noise_level(image, affine=None):
-    """Noise sigma of an image on the [0, 255] scale, from its central region.
-
-    Parameters
-    ----------
-    image : ndarray
-        2D image, on [0, 255], or in file units with ``affine`` (a memory map is fine:
-        only a central ``ESTIMATE_SIDE``-square is read).
-    affine : Affine, optional
-        File units → [0, 255].
-    """
-    from cryoem_denoise.noise import estimate_sigma
-
-    ny, nx = image.shape
-    y0, x0 = max(0, (ny - ESTIMATE_SIDE) // 2), max(0, (nx - ESTIMATE_SIDE) // 2)
-    region = np.asarray(image[y0:y0 + ESTIMATE_SIDE, x0:x0 + ESTIMATE_SIDE], np.float32)
-    if affine is not None:
-        region = affine.forward(region)
-    return float(estimate_sigma(region))
 
 
 def identity_affine():

@@ -328,3 +328,26 @@ def estimate_sigma(image, max_pixels=ESTIMATE_MAX_PIXELS):
         rows = block[:, :-2] - 2 * block[:, 1:-1] + block[:, 2:]
         responses.append((rows[:-2] - 2 * rows[1:-1] + rows[2:]).ravel())
     return float(_MAD_TO_STD * np.median(np.abs(np.concatenate(responses))) / _LAPLACE_GAIN)
+
+
+#: Side of the central region the noise level is estimated on (fast on 11k micrographs).
+ESTIMATE_SIDE = 1024
+
+
+def estimate_noise_level(image, affine=None):
+    """Noise sigma of an image on the [0, 255] scale, from its central region.
+
+    Parameters
+    ----------
+    image : ndarray
+        2D image, on [0, 255], or in file units with ``affine`` (a memory map is fine:
+        only a central ``ESTIMATE_SIDE``-square is read).
+    affine : Affine, optional
+        File units → [0, 255].
+    """
+    ny, nx = image.shape
+    y0, x0 = max(0, (ny - ESTIMATE_SIDE) // 2), max(0, (nx - ESTIMATE_SIDE) // 2)
+    region = np.asarray(image[y0:y0 + ESTIMATE_SIDE, x0:x0 + ESTIMATE_SIDE], np.float32)
+    if affine is not None:
+        region = affine.forward(region)
+    return float(estimate_sigma(region))

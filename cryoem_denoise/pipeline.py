@@ -32,7 +32,7 @@ A generator with a noise-level input (``model.sigma_map``) gets each crop's sigm
 its measured sigma (:attr:`Image.sigma`): ``pairs``, the std of noisy minus clean;
 ``noise2noise``, the mean of the two halves' estimates; ``self_supervised``, the estimate of
 the whole exposure. The estimates are those ``apply`` makes of a file
-(:func:`cryoem_denoise.denoise.estimate_noise_level`), so a model fine-tuned on real data
+(:func:`cryoem_denoise.noise.estimate_noise_level`), so a model fine-tuned on real data
 sees in training the noise levels it is given afterwards.
 """
 
@@ -45,7 +45,7 @@ import numpy as np
 from cryoem_denoise import mrc
 from cryoem_denoise.errors import InputError
 from cryoem_denoise.intensity import Affine, intensity_range, to_unit255
-from cryoem_denoise.noise import SigmaSpec, add_gaussian_noise
+from cryoem_denoise.noise import SigmaSpec, add_gaussian_noise, estimate_noise_level
 
 @dataclass
 class Image:
@@ -158,8 +158,6 @@ def load_images(paths, data_cfg, tile, noisy_paths=None):
 
 def _paired_sigma(noisy, target, mode):
     """The noise sigma of a pair's input on [0, 255] (see the module docstring)."""
-    from cryoem_denoise.denoise import estimate_noise_level
-
     if mode == "noise2noise":  # two halves of one exposure: either may be the input
         return 0.5 * (estimate_noise_level(noisy) + estimate_noise_level(target))
     return float(np.std(noisy.astype(np.float64) - target))
@@ -198,8 +196,6 @@ def _self_supervised_images(section, data_cfg, tile, path, index, name, file_ind
                          f"a side (the {tile}-pixel tile x {data_cfg.min_side_fraction:g} x 2); "
                          "use a smaller --tile", path)
     scaled = _prepare(sec, data_cfg, 1, path, index)
-    from cryoem_denoise.denoise import estimate_noise_level
-
     sigma = estimate_noise_level(scaled)  # what apply measures on the whole exposure
     rng = np.random.default_rng([file_index, 0 if index is None else index, 977])
     out = []

@@ -96,7 +96,7 @@ def _halves(make_mrc, sigma_file, seed=0, shape=(192, 192)):
 
 def test_pairs_carry_their_measured_sigma(make_mrc):
     """Without drawn noise, each pair carries its input's sigma, measured as apply does."""
-    from cryoem_denoise.denoise import estimate_noise_level
+    from cryoem_denoise.noise import estimate_noise_level
 
     cfg = tiny_config()
     cfg.model.sigma_map = True
