@@ -15,7 +15,7 @@ every arm trains on a CPU: 16 generator filters, 128² crops and depth 7, batch 
 ``sigma_map``  + the noise level as a second input channel
 ``low_noise``  + sigma drawn log-uniformly from 5-90, each crop weighted by 1/sigma^2
 ``broad``      + the broad training set: all seven training structures, settings drawn per
-               field (``datasets.default_training_inputs``); every arm above trains on 6zu5
+               field (``simulate.default_training_inputs``); every arm above trains on 6zu5
                fields at the fixed default settings
 =============  =================================================================================
 
@@ -26,17 +26,17 @@ resize upsampling, the full-resolution stem and head, the noise-level input and 
 data.
 
 Every arm's BatchNorm statistics are recomputed on 4,096 of its training crops when it
-finishes (``--bn-recalibration``, :mod:`cryoem_denoise.batch_norm`): with the moving averages
+finishes (``--bn-recalibration``, :mod:`cryoem_denoise.model.batch_norm`): with the moving averages
 a model's scores moved by up to ~2 dB from one step to the next, more than most differences
 between arms. The scores with the moving averages, where an earlier run measured them, are
 kept beside (``moving_averages``).
 
-Scored on the held-out set (:func:`cryoem_denoise.heldout.heldout_fields`: structures never
+Scored on the held-out set (:func:`cryoem_denoise.data.heldout.heldout_fields`: structures never
 trained on, settings outside every training draw, an image formation of its own) at sigma
 10, 25, 40 and 80 against BM3D given the true sigma; and on the fetched real micrographs
 (central 1024² crops): the Nyquist-line power and the high-frequency power (|k| > 0.3
-cycles/px) of the output over the input's (``cryoem_denoise.quality``), with the model's own
-scaling of noisy inputs and with ``robust`` scaling.
+cycles/px) of the output over the input's (``cryoem_denoise.evaluation.quality``), with the
+model's own scaling of noisy inputs (``Denoiser.scale``) and with ``robust`` scaling.
 
 Results: ``benchmarks/results/ablation.json`` (config of every arm, versions, backend,
 hardware, seed), ``ablation.md`` (the README's table) and ``ablation.png``.
@@ -54,14 +54,16 @@ from common import RESULTS, quiet_tf, save
 
 quiet_tf()
 
-from cryoem_denoise import datasets, heldout, metrics, quality, training  # noqa: E402
-from cryoem_denoise.baselines import bm3d_denoise  # noqa: E402
+from cryoem_denoise import training  # noqa: E402
 from cryoem_denoise.config import (FitConfig, ModelConfig, SimulationConfig,  # noqa: E402
                                    TrainConfig, broad_simulation)
-from cryoem_denoise.denoise import InferenceConfig, load_denoiser  # noqa: E402
-from cryoem_denoise.intensity import to_unit255  # noqa: E402
-from cryoem_denoise.mrc import read_sections  # noqa: E402
-from cryoem_denoise.simulate import cached_fields  # noqa: E402
+from cryoem_denoise.data import datasets, heldout  # noqa: E402
+from cryoem_denoise.data.intensity import to_unit255  # noqa: E402
+from cryoem_denoise.data.simulate import cached_fields, default_training_inputs  # noqa: E402
+from cryoem_denoise.evaluation import metrics, quality  # noqa: E402
+from cryoem_denoise.evaluation.baselines import bm3d_denoise  # noqa: E402
+from cryoem_denoise.inference.denoiser import Denoiser, InferenceConfig  # noqa: E402
+from cryoem_denoise.io.image_io import read_sections  # noqa: E402
 
 SIGMAS = (10.0, 25.0, 40.0, 80.0)
 
@@ -112,7 +114,7 @@ def arm_configs(steps, batch, tile, depth, ngf, seed, bn_recalibration=0):
 def training_inputs(broad, fields, seed):
     """Narrow: 6zu5 at the default settings; broad: every training structure, drawn settings."""
     if broad:
-        return datasets.default_training_inputs(broad_simulation(fields=fields), seed)
+        return default_training_inputs(broad_simulation(fields=fields), seed)
     model = datasets.fetch(["mmcif_6zu5.cif"])["mmcif_6zu5.cif"]
     return [cached_fields(model, SimulationConfig(fields=fields), seed)]
 
@@ -142,6 +144,7 @@ def train_arm(name, cfg, paths, folder):
 
 
 def noisy_version(clean, sigma, seed, index):
+    # kept as is (not data.noise): this draw defines the benchmark's held-out noisy images
     rng = np.random.default_rng([seed, index, int(sigma * 1000)])
     return clean + np.float32(sigma) * rng.standard_normal(clean.shape, np.float32)
 
@@ -166,7 +169,8 @@ def model_scores(denoiser, fields, seed):
     for sigma in SIGMAS:
         rows = []
         for i, clean in enumerate(fields):
-            den = denoiser.denoise(noisy_version(clean, sigma, seed, i), sigma=sigma)
+            noisy = noisy_version(clean, sigma, seed, i)
+            den = denoiser.denoise_scaled(noisy, noise_level=sigma)
             rows.append((metrics.psnr(clean, den), metrics.ssim(clean, den)))
         out[sigma] = tuple(float(v) for v in np.mean(rows, axis=0))
     return out
@@ -182,15 +186,15 @@ def real_crops(side=1024):
     return crops
 
 
-def real_scores(denoiser, data_cfg, crops):
-    """Checkerboard and high-frequency ratios on real crops, per scaling of noisy inputs."""
+def real_scores(denoiser, crops):
+    """Checkerboard and high-frequency ratios on real crops, per scaling of noisy inputs
+    (the model's own, ``denoiser.scale``, and ``robust``)."""
     out = {}
     for scaling in ("model", "robust"):
-        method, pct = data_cfg.scaling(noisy=True) if scaling == "model" else ("robust", None)
         rows = {}
         for name, crop in crops.items():
-            scaled, _ = to_unit255(crop, method, pct or data_cfg.percentiles)
-            den = denoiser.denoise(scaled)
+            scaled, _ = denoiser.scale(crop) if scaling == "model" else to_unit255(crop, "robust")
+            den = denoiser.denoise_scaled(scaled)
             rows[name] = {"checkerboard": float(quality.checkerboard_ratio(den, scaled)),
                           "high_frequency": float(quality.high_frequency_ratio(den, scaled))}
         out[scaling] = rows
@@ -333,12 +337,12 @@ def main():
         if broad not in inputs:
             inputs[broad] = training_inputs(broad, args.fields, args.seed)
         model_dir, seconds = train_arm(name, cfg, inputs[broad], args.work)
-        denoiser, fit_cfg = load_denoiser(model_dir, InferenceConfig(tile=256, overlap=32))
+        denoiser = Denoiser.load(model_dir, InferenceConfig(tile=256, overlap=32))
         results["arms"][name] = {
             "config": cfg.to_dict(), "broad_data": broad, "train_seconds": seconds,
             "steps": cfg.train.steps,
             "heldout": {str(k): v for k, v in model_scores(denoiser, fields, args.seed).items()},
-            "real": real_scores(denoiser, fit_cfg.data, crops)}
+            "real": real_scores(denoiser, crops)}
         old = old or {}
         if "moving_averages" in old:
             results["arms"][name]["moving_averages"] = old["moving_averages"]
@@ -350,14 +354,14 @@ def main():
     if args.self_ensemble:
         extras += [(f"{name}, self-ensemble", folder, True) for name, folder, _ in extras]
     for name, folder, ensemble in extras:
-        denoiser, fit_cfg = load_denoiser(folder, InferenceConfig(tile=256, overlap=32,
-                                                                  self_ensemble=ensemble))
+        denoiser = Denoiser.load(folder, InferenceConfig(tile=256, overlap=32,
+                                                         self_ensemble=ensemble))
         meta = json.loads((Path(folder) / "metadata.json").read_text())
         results["arms"][name] = {
-            "config": fit_cfg.to_dict(), "model": str(folder), "steps": meta.get("steps"),
+            "config": denoiser.config.to_dict(), "model": str(folder), "steps": meta.get("steps"),
             "train_seconds": meta.get("train_seconds"), "self_ensemble": ensemble,
             "heldout": {str(k): v for k, v in model_scores(denoiser, fields, args.seed).items()},
-            "real": real_scores(denoiser, fit_cfg.data, crops)}
+            "real": real_scores(denoiser, crops)}
         print(f"{name} ({folder}, {meta.get('steps')} steps): " + ", ".join(
             f"σ={s:g} {results['arms'][name]['heldout'][str(s)][0]:.2f} dB" for s in SIGMAS))
     text = table(results)

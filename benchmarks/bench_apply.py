@@ -34,24 +34,24 @@ def child(args):
     from common import quiet_tf
 
     quiet_tf()
-    from cryoem_denoise import apply_files
-    from cryoem_denoise.denoise import InferenceConfig, load_denoiser
+    from cryoem_denoise.inference import apply_files
+    from cryoem_denoise.inference.denoiser import Denoiser, InferenceConfig
+    from cryoem_denoise.io import image_io
 
     t0 = time.perf_counter()
-    denoiser, cfg = load_denoiser(args.model, InferenceConfig(args.tile, args.overlap,
-                                                              args.batch, args.precision))
+    denoiser = Denoiser.load(args.model, InferenceConfig(args.tile, args.overlap, args.batch,
+                                                         args.precision))
     load_s = time.perf_counter() - t0
     out = Path(args.out)
     options = apply_files.ApplyOptions(out_dir=out, overwrite=True)
     job = apply_files.plan_jobs([Path(args.input)], options)[0]
-    tiles = denoiser.count_tiles(__import__("cryoem_denoise.mrc", fromlist=["x"])
-                                 .read_header(args.input).section_shape)
+    tiles = denoiser.tiles.count_tiles(image_io.read_header(args.input).section_shape)
     # warm up the compiled function on one batch so tracing is not timed
     import numpy as np
 
-    denoiser._run(np.zeros((args.batch, args.tile, args.tile, 1), np.float32))
+    denoiser.tiles._run(np.zeros((args.batch, args.tile, args.tile, 1), np.float32))
     t0 = time.perf_counter()
-    apply_files.apply_file(denoiser, cfg.data, job, options)
+    apply_files.apply_file(denoiser, job, options)
     seconds = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2  # KiB -> GiB
     print(json.dumps({"seconds": seconds, "load_seconds": load_s, "tiles": tiles,
@@ -76,11 +76,11 @@ def pure_compute(model, precision, batches, n_tiles=256):
     quiet_tf()
     import numpy as np
 
-    from cryoem_denoise.denoise import InferenceConfig, load_denoiser
+    from cryoem_denoise.inference.denoiser import Denoiser, InferenceConfig
 
     results = {}
     for b in batches:
-        den, _ = load_denoiser(model, InferenceConfig(256, 0, b, precision))
+        den = Denoiser.load(model, InferenceConfig(256, 0, b, precision)).tiles
         x = np.random.default_rng(0).uniform(0, 255, (b, 256, 256, 1)).astype(np.float32)
         den._run(x)
         calls = int(np.ceil(n_tiles / b))
@@ -97,10 +97,10 @@ def bm3d_seconds(path, sigma=40.0, side=1024):
     import bm3d
     import numpy as np
 
-    from cryoem_denoise import mrc
-    from cryoem_denoise.intensity import to_unit255
+    from cryoem_denoise.io import image_io
+    from cryoem_denoise.data.intensity import to_unit255
 
-    sections, _ = mrc.read_sections(path)
+    sections, _ = image_io.read_sections(path)
     crop, _ = to_unit255(sections[0][:side, :side].astype(np.float32))
     noisy = crop + np.random.default_rng(0).normal(0, sigma, crop.shape).astype(np.float32)
     t0 = time.perf_counter()
@@ -112,9 +112,9 @@ def make_model(folder):
     from common import quiet_tf
 
     quiet_tf()
-    from cryoem_denoise import model_store
+    from cryoem_denoise.model import model_store
     from cryoem_denoise.config import FitConfig
-    from cryoem_denoise.models import build_generator
+    from cryoem_denoise.model.models import build_generator
 
     cfg = FitConfig()
     model_store.prepare_new(folder, overwrite=True)
@@ -126,7 +126,7 @@ def make_model(folder):
 def make_k3(path):
     import numpy as np
 
-    from cryoem_denoise import mrc
+    from cryoem_denoise.io import mrc
 
     rng = np.random.default_rng(0)
     with mrc.create_mrc(path, (8184, 11520), voxel_size=(0.4, 0.4, 0.0), overwrite=True) as out:
@@ -150,8 +150,8 @@ def main():
 
     from common import save
 
-    from cryoem_denoise import datasets
-    from cryoem_denoise.models import generator_flops
+    from cryoem_denoise.data import datasets
+    from cryoem_denoise.model.models import generator_flops
 
     micrograph = datasets.sample_path("epu2.9_example.mrc")
     work = Path(tempfile.mkdtemp(prefix="bench-apply-"))

@@ -50,8 +50,10 @@ def _fit_config(ngf, batch, precision, steps, log_every):
 def child_train(args):
     import numpy as np
 
-    from cryoem_denoise import backend, datasets, training
-    from cryoem_denoise.models import train_step_flops
+    from cryoem_denoise import training
+    from cryoem_denoise.data import datasets
+    from cryoem_denoise.model.models import train_step_flops
+    from cryoem_denoise.runtime import backend
 
     backend.import_quietly()
     import keras
@@ -97,9 +99,12 @@ def child_train(args):
 def child_apply(args):
     import numpy as np
 
-    from cryoem_denoise import apply_files, backend, datasets, model_store
-    from cryoem_denoise.denoise import InferenceConfig, load_denoiser
-    from cryoem_denoise.models import build_generator
+    from cryoem_denoise.data import datasets
+    from cryoem_denoise.inference import apply_files
+    from cryoem_denoise.inference.denoiser import Denoiser, InferenceConfig
+    from cryoem_denoise.model import model_store
+    from cryoem_denoise.model.models import build_generator
+    from cryoem_denoise.runtime import backend
 
     backend.import_quietly()
     micrograph = datasets.sample_path("epu2.9_example.mrc")
@@ -110,21 +115,21 @@ def child_apply(args):
         model_store.save_config(folder, cfg)
         model_store.save_generator(folder, build_generator(cfg.model, seed=0))
         t0 = time.perf_counter()
-        den, fit_cfg = load_denoiser(folder, InferenceConfig(256, 32, args.batch, args.precision))
+        den = Denoiser.load(folder, InferenceConfig(256, 32, args.batch, args.precision))
         x = np.random.default_rng(0).uniform(0, 255, (args.batch, 256, 256, 1)).astype(np.float32)
-        den._run(x)
+        den.tiles._run(x)
         load = time.perf_counter() - t0
         (Path(work) / "out").mkdir()
         options = apply_files.ApplyOptions(out_dir=Path(work) / "out", overwrite=True)
         job = apply_files.plan_jobs([Path(micrograph)], options)[0]
         t0 = time.perf_counter()
-        apply_files.apply_file(den, fit_cfg.data, job, options)
+        apply_files.apply_file(den, job, options)
         e2e = time.perf_counter() - t0
-        tiles = den.count_tiles((4096, 4096))
+        tiles = den.tiles.count_tiles((4096, 4096))
         calls = int(np.ceil(tiles / args.batch))
         t0 = time.perf_counter()
         for _ in range(calls):
-            den._run(x)
+            den.tiles._run(x)
         pure = time.perf_counter() - t0
     print(json.dumps({"end_to_end_seconds": e2e, "pure_seconds": pure, "tiles": tiles,
                       "end_to_end_over_pure": e2e / pure, "load_and_compile_seconds": load}))

@@ -16,8 +16,9 @@ quiet_tf()
 
 from bench_apply import make_model  # noqa: E402
 
-from cryoem_denoise import datasets, evaluate, simulate  # noqa: E402
 from cryoem_denoise.config import SimulationConfig  # noqa: E402
+from cryoem_denoise.data import datasets, simulate  # noqa: E402
+from cryoem_denoise.evaluation import evaluate  # noqa: E402
 
 
 def main():

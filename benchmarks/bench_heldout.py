@@ -21,8 +21,8 @@ quiet_tf()
 
 from bench_ablation import SIGMAS, bm3d_scores, model_scores  # noqa: E402
 
-from cryoem_denoise import heldout  # noqa: E402
-from cryoem_denoise.denoise import InferenceConfig, load_denoiser  # noqa: E402
+from cryoem_denoise.data import heldout  # noqa: E402
+from cryoem_denoise.inference.denoiser import Denoiser, InferenceConfig  # noqa: E402
 
 
 def main():
@@ -40,7 +40,7 @@ def main():
     print(f"BM3D in {time.perf_counter() - t0:.0f} s")
     for spec in args.model:
         name, _, folder = spec.partition("=")
-        denoiser, _ = load_denoiser(folder, InferenceConfig(tile=256, overlap=32))
+        denoiser = Denoiser.load(folder, InferenceConfig(tile=256, overlap=32))
         scores[name] = model_scores(denoiser, fields, args.seed)
     bm3d = scores["BM3D (true σ)"]
     print("| PSNR (Δ BM3D) / SSIM | " + " | ".join(f"σ = {s:g}" for s in SIGMAS) + " |")

@@ -28,15 +28,17 @@ from common import RESULTS, quiet_tf, save
 
 quiet_tf()
 
-from cryoem_denoise import datasets, evaluate, mrc, simulate  # noqa: E402
 from cryoem_denoise.config import SimulationConfig  # noqa: E402
-from cryoem_denoise.model_store import default_model_dir  # noqa: E402
+from cryoem_denoise.data import datasets, simulate  # noqa: E402
+from cryoem_denoise.evaluation import evaluate  # noqa: E402
+from cryoem_denoise.io import image_io, mrc  # noqa: E402
+from cryoem_denoise.model.model_store import default_model_dir  # noqa: E402
 
 
 def real_test_stack(path):
     crops = []
     for name in datasets.MICROGRAPHS:
-        sections, _ = mrc.read_sections(datasets.sample_path(name))
+        sections, _ = image_io.read_sections(datasets.sample_path(name))
         img = sections[0]
         h, w = img.shape
         for k in range(4):

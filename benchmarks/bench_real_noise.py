@@ -44,11 +44,15 @@ from common import quiet_tf, save
 
 quiet_tf()
 
-from cryoem_denoise import datasets, metrics, model_store, mrc, noise, training  # noqa: E402
+from cryoem_denoise import training  # noqa: E402
 from cryoem_denoise.config import SimulationConfig  # noqa: E402
-from cryoem_denoise.denoise import InferenceConfig, load_denoiser  # noqa: E402
-from cryoem_denoise.intensity import to_unit255  # noqa: E402
-from cryoem_denoise.simulate import Simulator, load_structure  # noqa: E402
+from cryoem_denoise.data import datasets, noise  # noqa: E402
+from cryoem_denoise.data.intensity import to_unit255  # noqa: E402
+from cryoem_denoise.data.simulate import Simulator, load_structure  # noqa: E402
+from cryoem_denoise.evaluation import metrics  # noqa: E402
+from cryoem_denoise.inference.denoiser import Denoiser, InferenceConfig  # noqa: E402
+from cryoem_denoise.io import image_io, mrc  # noqa: E402
+from cryoem_denoise.model import model_store  # noqa: E402
 
 METHODS = ("bm3d", "supervised", "noise2noise", "self_supervised", "ft_noise2noise",
            "ft_self_supervised", "noise2noise_critic")
@@ -75,7 +79,7 @@ def score(denoised, clean):
 def bm3d_estimated(image):
     from skimage.restoration import estimate_sigma
 
-    from cryoem_denoise.baselines import bm3d_denoise
+    from cryoem_denoise.evaluation.baselines import bm3d_denoise
 
     scaled, affine = to_unit255(image)
     sigma = float(estimate_sigma(scaled))
@@ -84,12 +88,9 @@ def bm3d_estimated(image):
 
 def run_model(folder, image, tile=256):
     """``apply`` on one noisy image: its model's noisy-input scaling, sigma estimated."""
-    den, cfg = load_denoiser(folder, InferenceConfig(tile=tile, overlap=32, batch_size=8,
-                                                     precision="float32"))
-    method, pct = cfg.data.scaling(noisy=True)
-    scaled, affine = to_unit255(np.asarray(image, np.float32), method,
-                                pct or cfg.data.percentiles)
-    return affine.inverse(den.denoise(scaled))
+    den = Denoiser.load(folder, InferenceConfig(tile=tile, overlap=32, batch_size=8,
+                                                precision="float32"))
+    return den.denoise(np.asarray(image, np.float32))
 
 
 def write_stack(path, arrays):
@@ -138,7 +139,7 @@ def main():
     sim = SimulationConfig(pixel_size=args.pixel_size, field=args.field, particles=6)
     cloud = load_structure(datasets.sample_path(args.structure))
     clean, _ = Simulator(cloud, sim).fields(args.fields, args.seed)
-    real = mrc.read_sections(datasets.sample_path("epu2.9_example.mrc"))[0][0]
+    real = image_io.read_sections(datasets.sample_path("epu2.9_example.mrc"))[0][0]
     c = real.shape[0] // 2
     real_crop = np.asarray(real[c - 512:c + 512, c - 512:c + 512], np.float32)
     shipped = model_store.default_model_dir()

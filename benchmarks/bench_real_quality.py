@@ -3,7 +3,7 @@
 Run: ``.venv/bin/python benchmarks/bench_real_quality.py [--model DIR]`` (about 4 minutes on
 2 CPU cores with the defaults; BM3D takes most of it).
 
-Issue 10's two criteria (:mod:`cryoem_denoise.quality`), each the output's power over the
+Issue 10's two criteria (:mod:`cryoem_denoise.evaluation.quality`), each the output's power over the
 input's, both on the same [0, 255] scale:
 
 * checkerboard ratio: power on the Nyquist lines (k_x or k_y = ±1/2 cycles/px, where a
@@ -41,9 +41,12 @@ from common import RESULTS, quiet_tf, save
 
 quiet_tf()
 
-from cryoem_denoise import datasets, model_store, mrc, quality  # noqa: E402
-from cryoem_denoise.baselines import bm3d_denoise, gaussian_denoise  # noqa: E402
-from cryoem_denoise.denoise import InferenceConfig, load_denoiser  # noqa: E402
+from cryoem_denoise.data import datasets  # noqa: E402
+from cryoem_denoise.evaluation import quality  # noqa: E402
+from cryoem_denoise.evaluation.baselines import bm3d_denoise, gaussian_denoise  # noqa: E402
+from cryoem_denoise.inference.denoiser import Denoiser, InferenceConfig  # noqa: E402
+from cryoem_denoise.io import image_io  # noqa: E402
+from cryoem_denoise.model import model_store  # noqa: E402
 
 METHODS = ("model", "bm3d", "gaussian")
 
@@ -117,16 +120,16 @@ def main():
     args = ap.parse_args()
 
     model_dir = args.model or model_store.default_model_dir()
-    den, fit_cfg = load_denoiser(model_dir, InferenceConfig(precision="float32"))
+    den = Denoiser.load(model_dir, InferenceConfig(precision="float32"))
     methods = Methods(den, args.gaussian_width, args.bm3d_side)
     rng = np.random.default_rng(args.seed)
     rows, shown, spectra = [], {}, {}
     started = time.perf_counter()
     for name in datasets.MICROGRAPHS:
-        micrograph = np.asarray(mrc.read_sections(datasets.sample_path(name))[0][0], np.float32)
+        micrograph = np.asarray(image_io.read_sections(datasets.sample_path(name))[0][0],
+                                np.float32)
         for k, (y, x) in enumerate(crop_positions(micrograph.shape, args.side, args.crops)):
-            image = quality.scale_for_model(micrograph[y:y + args.side, x:x + args.side],
-                                            fit_cfg.data)[0]
+            image = den.scale(micrograph[y:y + args.side, x:x + args.side])[0]
             for method in METHODS:
                 out, ref, sigma, secs = methods.run(method, image)
                 row = {"image": name, "kind": "crop", "index": k, "y": y, "x": x,
@@ -137,7 +140,7 @@ def main():
                 if k == 0:
                     shown[(name, method)] = (ref, out)
         if not args.no_whole:
-            image = quality.scale_for_model(micrograph, fit_cfg.data)[0]
+            image = den.scale(micrograph)[0]
             for method in ("model", "gaussian"):
                 out, ref, sigma, secs = methods.run(method, image)
                 rows.append({"image": name, "kind": "whole", "index": 0, "y": 0, "x": 0,
@@ -148,8 +151,7 @@ def main():
         for k in range(args.boxes):
             y = int(rng.integers(args.box, h - 2 * args.box))
             x = int(rng.integers(args.box, w - 2 * args.box))
-            box = quality.scale_for_model(micrograph[y:y + args.box, x:x + args.box],
-                                          fit_cfg.data)[0]
+            box = den.scale(micrograph[y:y + args.box, x:x + args.box])[0]
             for method in METHODS:
                 out, ref, sigma, secs = methods.run(method, box)
                 rows.append({"image": name, "kind": "box", "index": k, "y": y, "x": x,
@@ -161,6 +163,7 @@ def main():
         print(f"{name} done at {time.perf_counter() - started:.0f} s", flush=True)
 
     summary = summarise(rows)
+    scaling, percentiles = den.config.data.scaling(noisy=True)  # for the record only
     print(f"\ncheckerboard ratio (goal ≤ {quality.CHECKERBOARD_GOAL:g}) / high-frequency ratio "
           f"(goal ≤ {quality.HIGH_FREQUENCY_GOAL:g}); crops: mean over crops, boxes: median")
     print("| images | " + " | ".join(METHODS) + " |")
@@ -178,13 +181,13 @@ def main():
         "model_weights_sha256": datasets.sha256_of(Path(model_dir) / "generator.weights.h5"),
         "goals": {"checkerboard": quality.CHECKERBOARD_GOAL,
                   "high_frequency": quality.HIGH_FREQUENCY_GOAL, "cutoff_cycles_per_px": 0.3},
-        "scale": f"each image scaled to [0, 255] by the model's window ({fit_cfg.data.intensity} "
-                 f"{list(fit_cfg.data.percentiles)}), not clipped; every method gets it",
+        "scale": f"each image scaled to [0, 255] by the model's window ({scaling} "
+                 f"{list(percentiles)}), not clipped; every method gets it",
         "boxes_note": "pseudo particle stack: 256^2 boxes of micrograph at random positions, "
                       "each scaled on its own; not picked particles",
         "bm3d_note": f"BM3D on the central {args.bm3d_side}^2 of each crop (time)",
-        "inference": {"tile": den.config.tile, "overlap": den.config.overlap,
-                      "precision": den.config.precision},
+        "inference": {"tile": den.inference.tile, "overlap": den.inference.overlap,
+                      "precision": den.inference.precision},
         "rows": rows, "summary": {k: v for k, v in summary.items()},
         "seconds": time.perf_counter() - started, "figure": png.name})
     print(f"wrote {path} and {png}")
@@ -217,7 +220,7 @@ def figure(shown, spectra, path, args):
     """Per row (first crop of each micrograph, first box): input, model, BM3D, blur (central
     256² at full resolution, one contrast window), the radial power spectra, and the power
     per spectrum row/column (a Nyquist-line checkerboard peaks at 0.5)."""
-    from cryoem_denoise.figures import _matplotlib, contrast_limits, save_figure
+    from cryoem_denoise.evaluation.figures import _matplotlib, contrast_limits, save_figure
 
     plt = _matplotlib()
     names = list(datasets.MICROGRAPHS) + ["boxes"]

@@ -18,8 +18,8 @@ from common import quiet_tf, save, timed
 
 tf = quiet_tf()
 
-from cryoem_denoise import datasets, pipeline, simulate  # noqa: E402
 from cryoem_denoise.config import FitConfig, SimulationConfig  # noqa: E402
+from cryoem_denoise.data import datasets, pipeline, simulate  # noqa: E402
 from cryoem_denoise.training import WGANTrainer  # noqa: E402
 
 

@@ -4,11 +4,12 @@ Run: ``.venv/bin/python benchmarks/bench_tiling.py [--model DIR]`` (about 3 minu
 CPU cores).
 
 For each ``InferenceConfig`` setting (tile/overlap) and each test field, the field is
-denoised twice through the public ``TileDenoiser.denoise``: as it is (A), and moved by half
-a tile (``shift = tile / 2``) so the same grid falls half a tile further along both axes
-(B; :func:`cryoem_denoise.quality.tiling_comparison`). Both runs see the same values on the
-same [0, 255] scale (the field is scaled once, as ``apply`` scales it for the model, and a
-noise-level model gets one sigma estimated from the whole field), so any difference comes
+denoised twice through the public ``Denoiser.denoise_scaled``: as it is (A), and moved by
+half a tile (``shift = tile / 2``) so the same grid falls half a tile further along both axes
+(B; :func:`cryoem_denoise.evaluation.quality.tiling_comparison`). Both runs see the same
+values on the same [0, 255] scale (the field is scaled once, as ``apply`` scales it for the
+model: ``Denoiser.scale``, and a noise-level model gets one sigma estimated from the whole
+field), so any difference comes
 from the tiling. Reported: RMS(A − B) / RMS(A − input) over the common region, on all of it
 (``full``) and leaving out ``--margin`` pixels at its sides (``interior``: the image edge is
 a tile edge in one run and inside the image in the other, which no overlap can change).
@@ -32,9 +33,12 @@ from common import RESULTS, quiet_tf, save, timed
 
 quiet_tf()
 
-from cryoem_denoise import datasets, model_store, mrc, quality  # noqa: E402
 from cryoem_denoise.config import SimulationConfig  # noqa: E402
-from cryoem_denoise.denoise import InferenceConfig, load_denoiser  # noqa: E402
+from cryoem_denoise.data import datasets  # noqa: E402
+from cryoem_denoise.evaluation import quality  # noqa: E402
+from cryoem_denoise.inference.denoiser import Denoiser, InferenceConfig  # noqa: E402
+from cryoem_denoise.io import image_io  # noqa: E402
+from cryoem_denoise.model import model_store  # noqa: E402
 
 #: (tile, overlap); the first is the current default.
 SETTINGS = ((256, 32), (256, 64), (256, 128), (512, 64), (512, 128), (512, 256))
@@ -43,7 +47,7 @@ SETTINGS = ((256, 32), (256, 64), (256, 128), (512, 64), (512, 128), (512, 256))
 def real_fields(side):
     fields = {}
     for name in datasets.MICROGRAPHS:
-        img = mrc.read_sections(datasets.sample_path(name))[0][0]
+        img = image_io.read_sections(datasets.sample_path(name))[0][0]
         cy, cx = img.shape[0] // 2, img.shape[1] // 2
         fields[name] = np.asarray(img[cy - side // 2:cy + side // 2,
                                       cx - side // 2:cx + side // 2], np.float32)
@@ -51,7 +55,7 @@ def real_fields(side):
 
 
 def simulated_field(side, sigma, seed):
-    from cryoem_denoise.simulate import Simulator, load_structure
+    from cryoem_denoise.data.simulate import Simulator, load_structure
 
     cfg = SimulationConfig(field=side, particles=max(6, (side // 256) ** 2 * 6))
     sim = Simulator(load_structure(datasets.sample_path("mmcif_6zu5.cif")), cfg)
@@ -73,23 +77,24 @@ def main():
     args = ap.parse_args()
 
     model_dir = args.model or model_store.default_model_dir()
-    fit_cfg = model_store.load_config(model_dir)
+    scaler = Denoiser.load(model_dir, precision="float32")  # the model's input scaling
     fields = real_fields(args.side)
     t0 = time.perf_counter()
     fields["simulated"], sim_cfg = simulated_field(args.side, args.sim_sigma, args.seed)
     print(f"simulated field in {time.perf_counter() - t0:.0f} s", flush=True)
-    scaled = {k: quality.scale_for_model(v, fit_cfg.data)[0] for k, v in fields.items()}
+    scaled = {k: scaler.scale(v)[0] for k, v in fields.items()}
     sigmas = {k: quality.estimate_noise_sigma(v) for k, v in scaled.items()}
     full_image = None
     if not args.no_timing:
-        full = mrc.read_sections(datasets.sample_path("epu2.9_example.mrc"))[0][0]
-        full_image = quality.scale_for_model(np.asarray(full, np.float32), fit_cfg.data)[0]
+        full = image_io.read_sections(datasets.sample_path("epu2.9_example.mrc"))[0][0]
+        full_image = scaler.scale(np.asarray(full, np.float32))[0]
         full_sigma = quality.estimate_noise_sigma(full_image[1536:2560, 1536:2560])
 
+    del scaler
     rows, maps = [], {}
     for tile, overlap in SETTINGS:
         cfg = InferenceConfig(tile=tile, overlap=overlap, precision="float32")
-        den, _ = load_denoiser(model_dir, cfg)
+        den = Denoiser.load(model_dir, cfg)
         row = {"tile": tile, "overlap": overlap, "shift": tile // 2, "fields": {}}
         for name, img in scaled.items():
             fn = quality.model_denoise_fn(den, sigmas[name])
@@ -108,7 +113,7 @@ def main():
             fn = quality.model_denoise_fn(den, full_sigma)
             fn(full_image)  # warm-up (compiles)
             row["seconds_4k"] = timed(lambda: fn(full_image), args.repeats)
-            row["tiles_4k"] = den.count_tiles(full_image.shape)
+            row["tiles_4k"] = den.tiles.count_tiles(full_image.shape)
         rows.append(row)
         print(f"tile {tile} overlap {overlap}: " + ", ".join(
             f"{n} {v['full']:.4f} / {v['interior']:.4f}" for n, v in row["fields"].items())
@@ -150,7 +155,7 @@ def main():
 
 def figure(maps, names, path, margin):
     """Rows: fields; columns: input, A (default setting), then A − B per setting."""
-    from cryoem_denoise.figures import _matplotlib, contrast_limits, save_figure
+    from cryoem_denoise.evaluation.figures import _matplotlib, contrast_limits, save_figure
 
     plt = _matplotlib()
     cols = 2 + len(SETTINGS)

@@ -15,9 +15,9 @@ from common import quiet_tf, save, timed
 
 tf = quiet_tf()
 
-from cryoem_denoise import datasets, pipeline  # noqa: E402
 from cryoem_denoise.config import FitConfig  # noqa: E402
-from cryoem_denoise.models import train_step_flops  # noqa: E402
+from cryoem_denoise.data import datasets, pipeline  # noqa: E402
+from cryoem_denoise.model.models import train_step_flops  # noqa: E402
 from cryoem_denoise.training import WGANTrainer  # noqa: E402
 
 

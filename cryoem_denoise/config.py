@@ -10,9 +10,11 @@ try the other.
 import dataclasses
 import json
 from dataclasses import dataclass, field
+from numbers import Real
 
+from cryoem_denoise.data.intensity import METHODS
+from cryoem_denoise.data.noise import SigmaSpec
 from cryoem_denoise.errors import ConfigError
-from cryoem_denoise.noise import SigmaSpec
 
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
@@ -21,6 +23,37 @@ DATA_MODES = ("clean", "pairs", "noise2noise", "self_supervised")
 UPSAMPLING = ("transpose", "resize")
 SIGMA_DRAWS = ("uniform", "log_uniform")
 LOSS_WEIGHTINGS = ("none", "inverse_sigma", "inverse_variance")
+
+def option(default=None, help="", *, name=None, off=None, choices=None, kind=None,
+           metavar=None, default_text=None):
+    """A setting that is also a command-line option: its help text is declared here, once.
+
+    The ``fit`` command's options are generated from these fields
+    (:mod:`cryoem_denoise.cli.options`), so a new option touches its config field and the code
+    that uses it, nothing else.
+
+    Parameters
+    ----------
+    default
+        The field's default (the paper's value), shown in ``--help``.
+    help : str
+    name : str, optional
+        Option name without dashes (default: the field name, ``_`` as ``-``).
+    off : str, optional
+        For a boolean: the name of the negative flag (default ``no-<name>``).
+    choices : sequence of str, optional
+        Allowed values.
+    kind : type or str, optional
+        The option's type where the default does not tell it (``str`` for a range given as
+        text, ``"count"`` for a whole number >= 0).
+    metavar : str, optional
+    default_text : str, optional
+        Shown in ``--help`` instead of the default value.
+    """
+    return field(default=default, metadata={"cli": {
+        "help": help, "name": name, "off": off, "choices": choices, "kind": kind,
+        "metavar": metavar, "default_text": default_text}})
+
 
 #: The paper's Table 2 optimiser experiments: (G optimiser, G lr, D optimiser, D lr).
 EXPERIMENTS = {
@@ -41,24 +74,27 @@ class ModelConfig:
     channel. The critic is pix2pix's 70x70 PatchGAN with a linear output.
     """
 
-    tile: int = 256                 # training tile side; must be divisible by 2**depth
+    tile: int = option(256, "Training tile side (divisible by 2**depth)")
     channels: int = 1
-    ngf: int = 64                   # generator filters in the first layer
-    depth: int = 8                  # encoder blocks (8 = unet_256)
+    ngf: int = option(64, "Generator filters in the first layer")
+    depth: int = option(8, "U-Net encoder blocks (8: pix2pix's unet_256)")
     max_mult: int = 8               # filters stop growing at ngf * max_mult
-    dropout: float = 0.5            # on the first `dropout_blocks` decoder blocks
+    dropout: float = option(0.5, "Dropout on the first dropout_blocks decoder blocks")
     dropout_blocks: int = 3
-    residual: bool = False          # global residual: output = input - predicted noise
-    # decoder upsampling: 'transpose' (pix2pix: 4x4 stride-2 transposed convolution) or
-    # 'resize' (nearest-neighbour x2, then a 3x3 convolution: no checkerboard pattern)
-    upsample: str = "transpose"
-    full_resolution: bool = False   # a 3x3 stem and head at full resolution around the U-Net
-    # a second input channel holding the noise level sigma of each pixel (FFDNet-style
-    # noise-level map; known under the paper's protocol, estimated from the image otherwise)
-    sigma_map: bool = False
-    ndf: int = 64                   # critic filters in the first layer
-    critic_layers: int = 3          # PatchGAN n_layers (3 -> 70x70 receptive field)
-    critic_conditional: bool = True  # critic sees (noisy, candidate) channel-concatenated
+    residual: bool = option(False, "Global residual learning: output = input - predicted noise")
+    upsample: str = option(
+        "transpose", "Decoder upsampling: pix2pix's 4x4 stride-2 transposed convolution, or "
+        "nearest-neighbour x2 resize + 3x3 convolution (no checkerboard)", choices=UPSAMPLING)
+    full_resolution: bool = option(
+        False, "A 3x3 stem and head at the input's resolution around the U-Net")
+    sigma_map: bool = option(
+        False, "A noise-level map (FFDNet-style) as a second input channel: sigma known in "
+        "training, given or estimated by `apply`")
+    ndf: int = option(64, "Critic filters in the first layer")
+    critic_layers: int = option(3, "PatchGAN layers (3: a 70x70 receptive field)")
+    critic_conditional: bool = option(
+        True, "The critic sees the noisy input beside the candidate", off="critic-unconditional",
+        default_text="conditional")
     critic_norm: str = "batch"      # 'batch' (pix2pix) or 'none'
 
     def validate(self):
@@ -81,18 +117,19 @@ class ModelConfig:
 class DataConfig:
     """Training data: what is read, how it is scaled, cropped and degraded."""
 
-    sigma: str = "10:80"            # noise sigma on [0,255]: fixed '40' or a range '10:80'
-    # how sigma is drawn from the range per crop: 'uniform' (our reading of the paper) or
-    # 'log_uniform' (as many crops in 10-20 as in 40-80: more weight on light noise)
-    sigma_draw: str = "uniform"
-    intensity: str = "minmax"       # per-image scaling to [0,255]: 'minmax', 'percentile', 'robust'
-    # scaling of noisy images (apply without --sigma, halves, Noise2Noise/self-supervised
-    # training): 'same' as `intensity` (the paper), or a method of its own; 'robust' puts a
-    # real micrograph's median and noise where the training inputs had theirs
-    noisy_intensity: str = "same"
+    sigma: str = option("10:80", "Noise sigma on [0,255]: fixed '40' or a range '10:80'")
+    sigma_draw: str = option(
+        "uniform", "How each crop's sigma is drawn from the --sigma range: uniform (our reading "
+        "of the paper) or log_uniform (as many crops in 10-20 as in 40-80)", choices=SIGMA_DRAWS)
+    intensity: str = option("minmax", "Per-image scaling to [0,255]", choices=METHODS)
+    noisy_intensity: str = option(
+        "same", "Scaling of noisy images (apply without --sigma, halves, Noise2Noise): 'same' "
+        "as --intensity (the paper); 'robust' puts real data where the training inputs were",
+        choices=("same",) + tuple(METHODS))
     percentiles: tuple = (0.1, 99.9)
-    augment: bool = True            # random flips and 90-degree rotations of crops
-    validation_fraction: float = 0.1  # held-out share (whole sections, or a band of rows)
+    augment: bool = option(True, "Random flips and 90-degree rotations of crops")
+    validation_fraction: float = option(
+        0.1, "Held-out share of the data (whole sections, or a band of rows)")
     validation_tiles: int = 16      # fixed noisy/clean crops scored during training
     min_side_fraction: float = 0.5  # images smaller than this x tile are refused, not padded
     # what the images are: 'clean' targets with synthetic noise added (the paper),
@@ -100,7 +137,7 @@ class DataConfig:
     # halves of each exposure, or 'self_supervised' single noisy exposures
     mode: str = "clean"
     swap_pairs: bool = False        # noise2noise: swap input and target halves at random
-    subsample_draws: int = 4        # self_supervised: neighbour sub-sampled pairs per image
+    subsample_draws: int = option(4, "--self-supervised: sub-sampled pairs drawn per image")
 
     def validate(self):
         if self.mode not in DATA_MODES:
@@ -111,7 +148,6 @@ class DataConfig:
         if self.sigma_draw not in SIGMA_DRAWS:
             raise ConfigError(f"sigma_draw must be one of {', '.join(SIGMA_DRAWS)}, "
                               f"got {self.sigma_draw!r}")
-        from cryoem_denoise.intensity import METHODS
 
         if self.intensity not in METHODS:
             raise ConfigError(f"intensity must be one of {', '.join(METHODS)}, got {self.intensity!r}")
@@ -132,38 +168,48 @@ class DataConfig:
 class TrainConfig:
     """The WGAN optimisation: losses, optimisers, precision, distribution, bookkeeping."""
 
-    steps: int = 10000
-    batch_size: int = 4             # global batch (split across replicas)
-    g_optimizer: str = "adam"       # the paper: Adam for G ...
-    g_lr: float = 1e-4
-    d_optimizer: str = "sgd"        # ... and SGD for D (experiment 1011, its best)
-    d_lr: float = 1e-5
+    steps: int = option(10000, "Generator steps in all")
+    batch_size: int = option(4, "Global batch size (split across replicas)")
+    g_optimizer: str = option("adam", "Generator optimiser (the paper: Adam)", choices=OPTIMIZERS)
+    g_lr: float = option(1e-4, "Generator learning rate")
+    d_optimizer: str = option(
+        "sgd", "Critic optimiser (the paper: SGD, experiment 1011)", choices=OPTIMIZERS)
+    d_lr: float = option(1e-5, "Critic learning rate")
     adam_beta1: float = 0.5         # pix2pix's Adam beta1 (the paper does not say)
-    clip: float = 0.001             # WGAN weight clipping of every critic weight to [-c, c]
-    n_critic: int = 1               # critic updates per generator update
-    gray_lambda: float = 0.1        # lambda of the gray constraint (Eq. 5)
-    gray_scale: str = "model"       # gray constraint on the model's [-1,1] scale or 'unit255'
-    gray_reduction: str = "sum"     # Eq. 8: per-image 'sum' of squared errors, or 'mean'
-    adversarial: bool = True        # train with the critic (the paper); off: gray constraint alone
-    # weight of each crop in the gray constraint: 'none' (the paper), 'inverse_variance'
-    # (1 / its noise variance, normalised over the batch: light noise counts as much as
-    # heavy) or 'inverse_sigma' (1 / its noise's standard deviation: half-way between)
-    loss_weighting: str = "none"
-    # crops whose population statistics replace BatchNorm's moving averages when training
-    # ends (cryoem_denoise.batch_norm, "precise BN"); 0 keeps the moving averages (pix2pix)
-    bn_recalibration: int = 0
-    # BatchNorm layers in inference mode (statistics, scale and offset kept as they are):
-    # fine-tuning (init_from) on a few images of one kind, whose own statistics would
-    # re-normalise away what the generator learnt to read (the noise-level channel above all)
-    freeze_batch_norm: bool = False
-    init_from: str = None           # model folder whose generator weights start the run
-    precision: str = "auto"         # auto: mixed_float16 on GPU, float32 on CPU
-    strategy: str = "auto"          # auto: multiworker if TF_CONFIG, mirrored if >1 GPU
+    clip: float = option(0.001, "Critic weight clipping c: every critic weight in [-c, c]")
+    n_critic: int = option(1, "Critic updates per generator update")
+    gray_lambda: float = option(0.1, "Weight lambda of the gray constraint (Eq. 5)")
+    gray_scale: str = option(
+        "model", "Gray constraint on the model's [-1,1] scale or on [0,255]",
+        choices=("model", "unit255"))
+    gray_reduction: str = option(
+        "sum", "Eq. 8: per-image sum of squared errors, or their mean", choices=("sum", "mean"))
+    adversarial: bool = option(
+        True, "Train with the WGAN critic (the paper); off: the gray constraint alone",
+        name="critic", default_text="on; off for --noise2noise/--self-supervised")
+    loss_weighting: str = option(
+        "none", "Weight of each crop in the gray constraint: none (the paper), 1/its noise's "
+        "sigma, or 1/its noise variance (normalised over the batch)", choices=LOSS_WEIGHTINGS)
+    bn_recalibration: int = option(
+        0, "When training ends, set BatchNorm's statistics to those of this many training crops "
+        "instead of the moving averages (precise BN); 0: off", kind="count", metavar="CROPS")
+    freeze_batch_norm: bool = option(
+        False, "Keep the generator's BatchNorm statistics, scale and offset as they are "
+        "(inference mode while fine-tuning on a few images of one kind)",
+        default_text="off; on with --init-from")
+    init_from: str = option(
+        None, "Start from this model folder's generator ('default': the shipped model)",
+        kind=str, default_text="none")
+    precision: str = option(
+        "auto", "auto: mixed_float16 on a GPU, float32 on a CPU", choices=PRECISIONS)
+    strategy: str = option(
+        "auto", "Devices: auto (all GPUs), default (one), mirrored (all local), multiworker "
+        "(all hosts)", choices=STRATEGIES)
     deterministic: bool = True      # TF op determinism: same seed -> same weights
-    seed: int = 0
-    log_every: int = 500            # losses to CSV/TensorBoard (the paper: every 500 steps)
-    validate_every: int = 1000
-    checkpoint_every: int = 500
+    seed: int = option(0, "Random seed")
+    log_every: int = option(500, "Steps between loss records (CSV, TensorBoard)")
+    validate_every: int = option(1000, "Steps between validation scores")
+    checkpoint_every: int = option(500, "Steps between checkpoints")
 
     def validate(self):
         for name in ("steps", "batch_size", "n_critic", "log_every", "validate_every",
@@ -200,7 +246,7 @@ class TrainConfig:
 
 @dataclass
 class SimulationConfig:
-    """Simulated clean fields (:mod:`cryoem_denoise.simulate`): microscope, sample, field.
+    """Simulated clean fields (:mod:`cryoem_denoise.data.simulate`): microscope, sample, field.
 
     Units: Å, kV, mm and µm as named. Each setting in :attr:`RANGES` takes one value or a
     ``(low, high)`` range drawn uniformly per field (seeded; ``particles`` as an integer,
@@ -210,7 +256,9 @@ class SimulationConfig:
     #: Settings that take a single value or a (low, high) range drawn per field.
     RANGES = ("pixel_size", "particles", "amplitude_contrast", "defocus_um", "b_factor", "ice")
 
-    pixel_size: float = 2.0         # Å per pixel (or a range)
+    pixel_size: float = option(
+        2.0, "Pixel size of simulated fields, Å: a value or a range LOW:HIGH drawn per field",
+        kind=str)
     field: int = 512                # field side in pixels
     particles: int = 6              # particles per field, fewer if they do not fit (or a range)
     voltage_kv: float = 300.0
@@ -223,9 +271,9 @@ class SimulationConfig:
     ice: float = 0.3                # ice amplitude relative to the mean particle peak (or a range)
     ice_length: float = 300.0       # ice correlation length, Å
     map_threshold: float = None     # density maps: voxels above this (default mean + std)
-    # fields simulated per `fit --simulate` source; for the built-in training set, in all,
-    # split evenly over its structures (datasets.default_training_inputs)
-    fields: int = 600
+    fields: int = option(
+        600, "Fields simulated per --simulate source; for the built-in training set, in all, "
+        "split evenly over its structures", name="sim-fields")
 
     def range_of(self, name):
         """``(low, high)`` of a setting in :attr:`RANGES` (a single value gives ``(v, v)``).
@@ -235,7 +283,6 @@ class SimulationConfig:
         ConfigError
             Not a number or a pair of numbers, or ``low > high``.
         """
-        from numbers import Real
 
         value = getattr(self, name)
         pair = tuple(value) if isinstance(value, (tuple, list)) else (value, value)

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cryoem_denoise import model_store
+from cryoem_denoise.model import model_store
 
 parts, model_dir = Path(sys.argv[1]), Path(sys.argv[2])
 arrays = {}
@@ -48,7 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cryoem_denoise import model_store
+from cryoem_denoise.model import model_store
 
 model_dir, out = Path(sys.argv[1]), Path(sys.argv[2])
 out.mkdir(parents=True, exist_ok=True)

@@ -32,7 +32,7 @@ def smooth_image():
 @pytest.fixture(scope="session")
 def sample_files():
     """Paths of the real sample data (fetched by ``make test``; fetched here if missing)."""
-    from cryoem_denoise import datasets
+    from cryoem_denoise.data import datasets
 
     return datasets.fetch()
 
@@ -58,7 +58,9 @@ def tiny_model(tmp_path_factory):
     """A tiny model folder trained briefly on synthetic images (shared by the tests)."""
     from scipy.ndimage import gaussian_filter
 
-    from cryoem_denoise import mrc, training
+    from cryoem_denoise import training
+
+    from cryoem_denoise.io import mrc
     from cryoem_denoise.config import tiny_config
 
     folder = tmp_path_factory.mktemp("tiny_model")

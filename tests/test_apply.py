@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from cryoem_denoise import apply_files, mrc
+from cryoem_denoise.inference import apply_files
+
+from cryoem_denoise.io import image_io, mrc
 from cryoem_denoise.cli import cli
 from cryoem_denoise.errors import ConfigError, OutputError
 
@@ -37,10 +39,10 @@ def test_apply_images_stacks_and_volumes(tiny_model, inputs, tmp_path):
     for src, name, shape, kind in [(image, "micrograph_denoised.mrc", (1, 150, 130), "image"),
                                    (stack, "particles_denoised.mrcs", (5, 48, 48), "stack"),
                                    (volume, "volume_denoised.map", (3, 70, 70), "volume")]:
-        data, header = mrc.read_sections(out / name)
+        data, header = image_io.read_sections(out / name)
         assert header.shape == shape and header.kind == kind and header.mode == 2
-        assert header.voxel_size == mrc.read_header(src).voxel_size
-        src_data, _ = mrc.read_sections(src)
+        assert header.voxel_size == image_io.read_header(src).voxel_size
+        src_data, _ = image_io.read_sections(src)
         # back in the input's units: same ballpark of values, less noise
         assert abs(data.mean() - src_data.mean()) < 3 * src_data.std()
     for png in ("micrograph_denoised.png", "micrograph_compare.png", "particles_compare.png"):
@@ -51,15 +53,16 @@ def test_apply_is_deterministic_and_float16(tiny_model, inputs, tmp_path):
     folder, image, *_ = inputs
     assert _apply(tiny_model, tmp_path / "a", image).exit_code == 0
     assert _apply(tiny_model, tmp_path / "b", image).exit_code == 0
-    a, _ = mrc.read_sections(tmp_path / "a" / "micrograph_denoised.mrc")
-    b, _ = mrc.read_sections(tmp_path / "b" / "micrograph_denoised.mrc")
+    a, _ = image_io.read_sections(tmp_path / "a" / "micrograph_denoised.mrc")
+    b, _ = image_io.read_sections(tmp_path / "b" / "micrograph_denoised.mrc")
     np.testing.assert_array_equal(a, b)
     assert _apply(tiny_model, tmp_path / "c", image, "--format", "float16").exit_code == 0
-    c, header = mrc.read_sections(tmp_path / "c" / "micrograph_denoised.mrc")
+    c, header = image_io.read_sections(tmp_path / "c" / "micrograph_denoised.mrc")
     assert header.mode == 12
     np.testing.assert_allclose(c, a, rtol=2e-3)
 
 
+@pytest.mark.slow
 @pytest.mark.backends
 def test_self_ensemble_averages_rotations_deterministically(tiny_model, inputs, tmp_path):
     folder, image, *_ = inputs
@@ -68,9 +71,9 @@ def test_self_ensemble_averages_rotations_deterministically(tiny_model, inputs, 
         assert result.exit_code == 0, result.output
     plain = _apply(tiny_model, tmp_path / "plain", image)
     assert plain.exit_code == 0
-    a, _ = mrc.read_sections(tmp_path / "a" / "micrograph_denoised.mrc")
-    b, _ = mrc.read_sections(tmp_path / "b" / "micrograph_denoised.mrc")
-    p, _ = mrc.read_sections(tmp_path / "plain" / "micrograph_denoised.mrc")
+    a, _ = image_io.read_sections(tmp_path / "a" / "micrograph_denoised.mrc")
+    b, _ = image_io.read_sections(tmp_path / "b" / "micrograph_denoised.mrc")
+    p, _ = image_io.read_sections(tmp_path / "plain" / "micrograph_denoised.mrc")
     np.testing.assert_array_equal(a, b)
     assert a.shape == p.shape and not np.allclose(a, p)
     assert abs(float(a.mean()) - float(p.mean())) < 0.1 * float(p.std())
@@ -92,12 +95,12 @@ def test_sigma_protocol_writes_noisy_and_metrics(tiny_model, inputs, tmp_path):
     md = (out / "metrics.md").read_text()
     assert "| PSNR ↑ (dB) |" in md and "particles.mrcs" in md
     assert (out / "metrics.csv").read_text().count("\n") == 7
-    noisy, _ = mrc.read_sections(out / "micrograph_noisy.mrc")
-    clean, _ = mrc.read_sections(image)
+    noisy, _ = image_io.read_sections(out / "micrograph_noisy.mrc")
+    clean, _ = image_io.read_sections(image)
     assert noisy.shape == clean.shape and not np.allclose(noisy, clean)
     again = _apply(tiny_model, tmp_path / "sigma2", image, "--sigma", 30, "--seed", 5)
     assert again.exit_code == 0
-    np.testing.assert_array_equal(mrc.read_sections(tmp_path / "sigma2" / "micrograph_noisy.mrc")[0],
+    np.testing.assert_array_equal(image_io.read_sections(tmp_path / "sigma2" / "micrograph_noisy.mrc")[0],
                                   noisy)
 
 
@@ -187,7 +190,8 @@ def test_plan_checks_output_names(tmp_path):
 @pytest.mark.backends
 def test_shipped_default_model_is_used_without_model(inputs, tmp_path):
     """The package ships a model (<= 20 MiB) that apply uses when --model is not given."""
-    from cryoem_denoise import config, model_store
+    from cryoem_denoise import config
+    from cryoem_denoise.model import model_store
 
     folder = model_store.default_model_dir()
     size = sum(p.stat().st_size for p in folder.iterdir())
@@ -230,8 +234,9 @@ def _tiffs(folder):
     return folder / "movie_sum.tif", folder / "stack.tiff"
 
 
+@pytest.mark.slow
 def test_tiff_inputs_give_tiff_outputs_or_the_format_asked(tiny_model, tmp_path):
-    from cryoem_denoise import image_io
+    from cryoem_denoise.io import image_io
 
     folder = tmp_path / "tiffs"
     folder.mkdir()
@@ -262,11 +267,11 @@ def test_pixel_size_fills_placeholders_only(tiny_model, tmp_path, make_mrc, clea
     placeholder = clean_mrc("p.mrc", (64, 64))
     with mrc.mrcfile.open(placeholder, "r+") as m:
         m.voxel_size = 1.0
-    real = make_mrc(mrc.read_sections(placeholder)[0][0], "real.mrc", voxel_size=0.83)
+    real = make_mrc(image_io.read_sections(placeholder)[0][0], "real.mrc", voxel_size=0.83)
     out = tmp_path / "o"
     assert _apply(tiny_model, out, placeholder, real, "--pixel-size", "1.34").exit_code == 0
-    assert mrc.read_header(out / "p_denoised.mrc").pixel_size == pytest.approx(1.34, abs=1e-4)
-    assert mrc.read_header(out / "real_denoised.mrc").pixel_size == pytest.approx(0.83, abs=1e-4)
+    assert image_io.read_header(out / "p_denoised.mrc").pixel_size == pytest.approx(1.34, abs=1e-4)
+    assert image_io.read_header(out / "real_denoised.mrc").pixel_size == pytest.approx(0.83, abs=1e-4)
 
 
 def test_old_format_spelling_still_works_with_a_note(tiny_model, inputs, tmp_path):
@@ -275,7 +280,7 @@ def test_old_format_spelling_still_works_with_a_note(tiny_model, inputs, tmp_pat
     assert result.exit_code == 0
     assert result.stderr.count("\n") == 1 and "--format float16 is deprecated" in result.stderr
     assert "use --dtype float16" in result.stderr
-    assert mrc.read_header(tmp_path / "o" / "micrograph_denoised.mrc").mode == 12
+    assert image_io.read_header(tmp_path / "o" / "micrograph_denoised.mrc").mode == 12
 
 
 def test_header_other_programs_write_is_denoised(tiny_model, clean_mrc, tmp_path):
@@ -291,7 +296,7 @@ def test_header_other_programs_write_is_denoised(tiny_model, clean_mrc, tmp_path
     warnings = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(warnings) == 1 and warnings[0].startswith("cryoem-denoise: warning: ")
     assert "lacks the 'MAP ' id" in warnings[0]
-    assert mrc.read_header(tmp_path / "o" / "old_denoised.mrcs").shape == (3, 64, 64)
+    assert image_io.read_header(tmp_path / "o" / "old_denoised.mrcs").shape == (3, 64, 64)
 
 
 def test_stale_part_files_of_a_killed_run_are_removed(tiny_model, inputs, tmp_path):

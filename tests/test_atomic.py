@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from cryoem_denoise import atomic
+from cryoem_denoise.io import atomic
 from cryoem_denoise.errors import OutputError
 
 

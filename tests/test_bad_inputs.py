@@ -23,7 +23,7 @@ import tifffile
 from click.testing import CliRunner
 from PIL import Image
 
-from cryoem_denoise import mrc
+from cryoem_denoise.io import mrc
 from cryoem_denoise.cli import cli
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
@@ -399,7 +399,7 @@ def test_killed_run_leaves_part_that_the_next_run_removes(tmp_path):
     code = textwrap.dedent(f"""
         import os, signal
         import numpy as np
-        from cryoem_denoise import mrc
+        from cryoem_denoise.io import mrc
         with mrc.create_mrc({str(out)!r}, (64, 64)) as data:
             data[:] = 1.0
             os.kill(os.getpid(), signal.SIGKILL)
@@ -409,7 +409,7 @@ def test_killed_run_leaves_part_that_the_next_run_removes(tmp_path):
     left = [p.name for p in tmp_path.iterdir()]
     assert len(left) == 1 and left[0].startswith(".x.mrc.") and left[0].endswith(".part")
     # a temporary file held by a live writer (another run) is not removed
-    from cryoem_denoise.atomic import atomic_output
+    from cryoem_denoise.io.atomic import atomic_output
 
     with atomic_output(tmp_path / "y.mrc") as held:
         held.write_bytes(b"in progress")
@@ -447,7 +447,7 @@ def test_sigterm_removes_the_temporary_file(tmp_path):
         import os, signal, sys
         import click
         from cryoem_denoise.cli import cli
-        from cryoem_denoise import mrc
+        from cryoem_denoise.io import mrc
 
         @cli.command("_write_then_term")
         def _write_then_term():

@@ -2,7 +2,9 @@ import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter
 
-from cryoem_denoise import baselines, metrics
+from cryoem_denoise.evaluation import baselines
+
+from cryoem_denoise.evaluation import metrics
 
 
 @pytest.fixture
@@ -13,6 +15,7 @@ def clean():
     return img.astype(np.float32)
 
 
+@pytest.mark.slow
 def test_ksvd_recovers_a_known_dictionary():
     rng = np.random.default_rng(1)
     true = rng.normal(size=(16, 36))
@@ -27,10 +30,19 @@ def test_ksvd_recovers_a_known_dictionary():
     assert (match > 0.98).sum() >= 14  # nearly every atom found again (up to sign)
 
 
-def test_overcomplete_dct_is_unit_norm():
+def test_overcomplete_dct_is_a_separable_spanning_dictionary():
+    """What K-SVD's start needs: atoms that span every 8x8 patch, a flat (DC) atom, the rest
+    zero-mean, each atom separable (an outer product of two 1D cosines)."""
     d = baselines.overcomplete_dct(8, 128)
     assert d.shape == (128, 64)
     np.testing.assert_allclose(np.linalg.norm(d, axis=1), 1.0)
+    assert np.linalg.matrix_rank(d) == 64          # overcomplete: any patch is a combination
+    np.testing.assert_allclose(d[0], 1 / 8)        # the DC atom
+    np.testing.assert_allclose(d[1:].sum(axis=1), 0, atol=1e-9)
+    assert all(np.linalg.matrix_rank(a.reshape(8, 8), tol=1e-9) == 1 for a in d)
+    # an oscillation along x only is one atom: the DCT basis, not random vectors
+    patch = np.tile(d[1].reshape(8, 8)[:1], (8, 1)).ravel()
+    assert np.abs(d @ patch / np.linalg.norm(patch)).max() == pytest.approx(1.0, abs=1e-9)
 
 
 @pytest.mark.parametrize("method", ["bm3d", "ksvd"])

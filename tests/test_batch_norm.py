@@ -5,7 +5,11 @@ import json
 import numpy as np
 import pytest
 
-from cryoem_denoise import batch_norm, model_store, training
+from cryoem_denoise import training
+
+from cryoem_denoise.model import batch_norm
+
+from cryoem_denoise.model import model_store
 from cryoem_denoise.config import tiny_config
 
 pytestmark = pytest.mark.backends
@@ -64,6 +68,7 @@ def test_recalibrate_sets_the_moving_statistics_and_changes_no_weight():
     assert abs(out.mean()) < 0.5
 
 
+@pytest.mark.slow
 def test_fit_recalibrates_the_saved_generator_but_not_its_checkpoint(clean_mrc, tmp_path):
     training_image = clean_mrc("train.mrc", (192, 192), seed=3)
     cfg = tiny_config(steps=6, batch_size=2, log_every=3, validate_every=6,
@@ -97,7 +102,7 @@ def test_fit_recalibrates_the_saved_generator_but_not_its_checkpoint(clean_mrc, 
 def _generator_arrays(model_dir):
     from keras import ops
 
-    from cryoem_denoise.denoise import load_denoiser
+    from cryoem_denoise.inference.denoiser import Denoiser
 
-    denoiser, _ = load_denoiser(model_dir)
-    return [ops.convert_to_numpy(v) for v in denoiser.generator.variables]
+    denoiser = Denoiser.load(model_dir)
+    return [ops.convert_to_numpy(v) for v in denoiser.tiles.generator.variables]

@@ -137,6 +137,7 @@ def test_info_prints_nothing_but_the_error_for_bad_pixels(make_mrc):
     assert result.stderr.count("\n") == 1 and "non-finite" in result.stderr
 
 
+@pytest.mark.slow
 def test_evaluate_and_fit_read_tiff(tmp_path):
     import tifffile
     from scipy.ndimage import gaussian_filter

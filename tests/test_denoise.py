@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from cryoem_denoise.denoise import InferenceConfig, TileDenoiser, load_denoiser
+from cryoem_denoise.inference.denoiser import Denoiser, InferenceConfig, TileDenoiser
 from cryoem_denoise.errors import ConfigError
-from cryoem_denoise.intensity import to_unit255
-from cryoem_denoise.tiling import make_grid
+from cryoem_denoise.data.intensity import to_unit255
+from cryoem_denoise.inference.tiling import make_grid
 
 pytestmark = pytest.mark.backends  # also run on JAX by make test
 
@@ -63,13 +63,13 @@ def test_tile_must_fit_the_model():
 def test_trained_model_is_deterministic_and_seamless(tiny_model):
     from scipy.ndimage import gaussian_filter
 
-    den, cfg = load_denoiser(tiny_model, InferenceConfig(tile=64, overlap=16, batch_size=8))
+    den = Denoiser.load(tiny_model, InferenceConfig(tile=64, overlap=16, batch_size=8))
     rng = np.random.default_rng(3)
     clean = gaussian_filter(rng.normal(0, 1, (448, 448)), 4)
     clean, _ = to_unit255(clean)
     noisy = (clean + rng.normal(0, 30, clean.shape)).astype(np.float32)
-    a = den.denoise(noisy)
-    b = den.denoise(noisy)
+    a = den.denoise_scaled(noisy)
+    b = den.denoise_scaled(noisy)
     np.testing.assert_array_equal(a, b)
     # seam check: the jump across tile-boundary columns/rows is no larger than elsewhere
     grid = make_grid(noisy.shape, 64, 16)
@@ -86,7 +86,7 @@ def test_trained_model_is_deterministic_and_seamless(tiny_model):
 def test_self_ensemble_is_the_mean_over_the_eight_rotations_and_mirrors():
     from keras import ops
 
-    from cryoem_denoise.denoise import _self_ensemble
+    from cryoem_denoise.inference.denoiser import _self_ensemble
 
     rng = np.random.default_rng(5)
     tiles = rng.normal(size=(2, 8, 8, 1)).astype(np.float32)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from cryoem_denoise import evaluate as ev
+from cryoem_denoise.evaluation import evaluate as ev
 from cryoem_denoise.cli import cli
 from cryoem_denoise.errors import ConfigError, InputError
 
@@ -21,6 +21,7 @@ def _cfg(**kw):
     return ev.EvaluateConfig(**base)
 
 
+@pytest.mark.slow
 @pytest.mark.backends
 def test_evaluate_all_methods_tables_figures_and_resume(tiny_model, clean_stack, tmp_path):
     out = tmp_path / "ev"
@@ -53,9 +54,13 @@ def test_evaluate_all_methods_tables_figures_and_resume(tiny_model, clean_stack,
 
 def test_noise_is_shared_by_methods_and_seeded():
     img = np.zeros((16, 16), np.float32)
-    a = ev.noisy_version(img, 40, 0, 3)
-    np.testing.assert_array_equal(a, ev.noisy_version(img, 40, 0, 3))
-    assert not np.array_equal(a, ev.noisy_version(img, 40, 0, 4))
+    a = ev.noisy_version(ev.CleanImage("s.mrcs[3]", img, "s.mrcs", 3), 40, 0)
+    np.testing.assert_array_equal(a, ev.noisy_version(ev.CleanImage("x", img, "s.mrcs", 3), 40, 0))
+    assert not np.array_equal(a, ev.noisy_version(ev.CleanImage("x", img, "s.mrcs", 4), 40, 0))
+    assert not np.array_equal(a, ev.noisy_version(ev.CleanImage("x", img, "t.mrcs", 3), 40, 0))
+    assert not np.array_equal(a, ev.noisy_version(ev.CleanImage("x", img, "s.mrcs", 3), 40, 1))
+    assert not np.array_equal(a, ev.noisy_version(ev.CleanImage("x", img, "s.mrcs", 3), 41, 0))
+    assert a.std() == pytest.approx(40, rel=0.15)
 
 
 def test_bad_requests_fail_before_work(clean_stack, tmp_path):
@@ -80,6 +85,7 @@ def test_bad_requests_fail_before_work(clean_stack, tmp_path):
     assert result.exit_code == 2 and "sigma" in result.output
 
 
+@pytest.mark.slow
 def test_cli_without_gan(clean_stack, tmp_path):
     result = CliRunner().invoke(cli, ["evaluate", str(clean_stack), "--out", str(tmp_path / "o"),
                                       "--methods", "gaussian,noisy", "--sigma", "20,40", "-q"])
@@ -89,6 +95,7 @@ def test_cli_without_gan(clean_stack, tmp_path):
     assert "sigma = 20" in result.output
 
 
+@pytest.mark.slow
 def test_non_ascii_names_and_a_bad_file_left_out(clean_mrc, tmp_path):
     src = clean_mrc("Ångström_µ.mrcs", (4, 48, 48), stack=True, seed=5)
     bad = tmp_path / "défaut.mrc"

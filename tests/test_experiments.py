@@ -8,6 +8,7 @@ from cryoem_denoise.cli import cli
 pytestmark = pytest.mark.backends  # also run on JAX by make test
 
 
+@pytest.mark.slow
 def test_table2_experiments_run_and_resume(clean_mrc, tmp_path):
     data = clean_mrc("train.mrc", (160, 160))
     out = tmp_path / "t2"

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from cryoem_denoise import mrc
+from cryoem_denoise.io import image_io
 
 pytestmark = pytest.mark.backends
 
@@ -28,9 +28,9 @@ def halves(make_mrc):
     return a, b
 
 
+@pytest.mark.slow
 def test_halves_are_denoised_apart_and_averaged(halves, tiny_model, tmp_path):
-    from cryoem_denoise.denoise import InferenceConfig, load_denoiser
-    from cryoem_denoise.halves import _denoise
+    from cryoem_denoise.inference.denoiser import Denoiser, InferenceConfig
 
     a, b = halves
     out = tmp_path / "out"
@@ -38,11 +38,11 @@ def test_halves_are_denoised_apart_and_averaged(halves, tiny_model, tmp_path):
                   "--noisy-halves", a, b, "--out", out)
     assert result.returncode == 0, result.stderr
     assert "FRC 0.143 of the halves" in result.stdout
-    average, header = mrc.read_sections(out / "even_denoised.mrcs")  # the input's extension
+    average, header = image_io.read_sections(out / "even_denoised.mrcs")  # the input's extension
     assert average.shape == (2, 128, 128) and header.pixel_size == pytest.approx(1.2)
-    den, cfg = load_denoiser(tiny_model, InferenceConfig(64, 16, 16, "float32"))
-    sa, sb = mrc.read_sections(a)[0], mrc.read_sections(b)[0]
-    expected = 0.5 * (_denoise(den, cfg.data, sa[1]) + _denoise(den, cfg.data, sb[1]))
+    den = Denoiser.load(tiny_model, InferenceConfig(64, 16, 16, "float32"))
+    sa, sb = image_io.read_sections(a)[0], image_io.read_sections(b)[0]
+    expected = 0.5 * (den.denoise(sa[1]) + den.denoise(sb[1]))
     np.testing.assert_allclose(average[1], expected, rtol=1e-4, atol=1e-2)
     report = json.loads((out / "even_denoised_frc.json").read_text())
     assert len(report["sections"]) == 2 and report["pixel_size"] == pytest.approx(1.2)
@@ -55,6 +55,7 @@ def test_halves_are_denoised_apart_and_averaged(halves, tiny_model, tmp_path):
     assert again.returncode == 2 and "exists" in again.stderr
 
 
+@pytest.mark.slow
 def test_mismatched_halves_are_refused(halves, make_mrc, tiny_model, tmp_path):
     a, _ = halves
     other = make_mrc(np.random.default_rng(0).poisson(50, (2, 96, 128)).astype(np.float32),

@@ -1,7 +1,9 @@
 import numpy as np
 import pytest
 
-from cryoem_denoise import datasets, heldout
+from cryoem_denoise.data import datasets
+
+from cryoem_denoise.data import heldout
 from cryoem_denoise.config import BROAD_SIMULATION
 from cryoem_denoise.errors import ConfigError
 

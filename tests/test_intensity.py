@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from cryoem_denoise.errors import ConfigError, InputError
-from cryoem_denoise.intensity import (METHODS, ROBUST_CENTRE, ROBUST_SPREAD, Affine, background,
+from cryoem_denoise.data.intensity import (METHODS, ROBUST_CENTRE, ROBUST_SPREAD, Affine, background,
                                       intensity_range, robust_stats, stride_sample, to_unit255)
 
 

@@ -14,7 +14,11 @@ import textwrap
 import numpy as np
 import pytest
 
-from cryoem_denoise import model_store, mrc, pipeline
+from cryoem_denoise.model import model_store
+
+from cryoem_denoise.io import image_io
+
+from cryoem_denoise.data import pipeline
 from cryoem_denoise.config import tiny_config
 
 jax = pytest.importorskip("jax")
@@ -42,6 +46,7 @@ def _image_set(clean_mrc):
     return pipeline.pack(images, cfg.model.tile), cfg
 
 
+@pytest.mark.slow
 @pytest.mark.backends
 def test_jax_batch_is_deterministic_and_cut_from_the_images(clean_mrc):
     image_set, cfg = _image_set(clean_mrc)
@@ -95,11 +100,12 @@ def test_dihedral_gives_the_eight_symmetries():
     assert seen == expected
 
 
+@pytest.mark.slow
 @pytest.mark.backends
 def test_paired_crops_match_on_jax(make_mrc, clean_mrc):
     cfg = tiny_config()
     clean_path = clean_mrc("c.mrc", (120, 120))
-    noisy_path = make_mrc(mrc.read_sections(clean_path)[0][0] + 7.0, "n.mrc")
+    noisy_path = make_mrc(image_io.read_sections(clean_path)[0][0] + 7.0, "n.mrc")
     images = pipeline.load_images([clean_path], cfg.data, 64, [noisy_path])
     data = pipeline.device_images(pipeline.pack(images, 64))
     noisy, clean = pipeline.jax_batch(data, cfg, 0, 4)
@@ -133,6 +139,7 @@ TWO_DEVICES = """
 """
 
 
+@pytest.mark.slow
 def test_two_jax_devices_match_one():
     proc = _run(TWO_DEVICES, extra_env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -142,11 +149,11 @@ def test_two_jax_devices_match_one():
 DENOISE = """
     import sys
     import numpy as np
-    from cryoem_denoise.denoise import InferenceConfig, load_denoiser
-    den, _ = load_denoiser(sys.argv[1], InferenceConfig(tile=64, overlap=16, batch_size=4,
-                                                        precision="float32"))
+    from cryoem_denoise.inference.denoiser import Denoiser, InferenceConfig
+    den = Denoiser.load(sys.argv[1], InferenceConfig(tile=64, overlap=16, batch_size=4,
+                                                     precision="float32"))
     image = np.random.default_rng(5).uniform(40, 200, (150, 170)).astype(np.float32)
-    np.save(sys.argv[2], den.denoise(image))
+    np.save(sys.argv[2], den.denoise_scaled(image))
     print("tensorflow imported:", "tensorflow" in sys.modules)
 """
 
@@ -159,6 +166,7 @@ def _denoise_with(backend, model, out):
     return np.load(out), proc.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not HAVE_TF, reason="needs TensorFlow and JAX installed")
 def test_weights_move_between_backends(clean_mrc, tmp_path):
     """A model trained on either backend denoises alike on both (≤ 0.05 on [0, 255])."""
@@ -176,6 +184,7 @@ def test_weights_move_between_backends(clean_mrc, tmp_path):
         assert np.abs(on_tf - np.random.default_rng(5).uniform(40, 200, (150, 170))).max() > 1
 
 
+@pytest.mark.slow
 @pytest.mark.backends
 def test_jax_path_never_imports_tensorflow(clean_mrc, tmp_path):
     data = clean_mrc("train.mrc", (160, 160))
@@ -183,11 +192,11 @@ def test_jax_path_never_imports_tensorflow(clean_mrc, tmp_path):
         import sys
         from cryoem_denoise import training
         from cryoem_denoise.config import tiny_config
-        from cryoem_denoise.denoise import InferenceConfig, load_denoiser
+        from cryoem_denoise.inference.denoiser import Denoiser, InferenceConfig
         cfg = tiny_config(steps=3, log_every=1, validate_every=3, checkpoint_every=2)
         training.fit(cfg, [{str(data)!r}], {str(tmp_path / 'm')!r})
-        den, _ = load_denoiser({str(tmp_path / 'm')!r}, InferenceConfig(tile=64, overlap=16))
-        den.denoise(__import__("numpy").zeros((64, 64), "float32") + 5)
+        den = Denoiser.load({str(tmp_path / 'm')!r}, InferenceConfig(tile=64, overlap=16))
+        den.denoise_scaled(__import__("numpy").zeros((64, 64), "float32") + 5)
         print("tensorflow imported:", "tensorflow" in sys.modules)
     """
     proc = _run(code)
@@ -201,6 +210,7 @@ def test_jax_path_never_imports_tensorflow(clean_mrc, tmp_path):
      "jax is not installed"),
     ({}, ["--tiny", "--precision", "mixed_float16"], "mixed_float16 needs a GPU"),
 ])
+@pytest.mark.slow
 def test_backend_errors_are_one_line(env, args, message, clean_mrc, tmp_path):
     hide = os.path.join(os.path.dirname(__file__), "hide_modules")
     env = {"PYTHONPATH": hide, **env}

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from skimage.metrics import mean_squared_error, peak_signal_noise_ratio, structural_similarity
 
-from cryoem_denoise import metrics
+from cryoem_denoise.evaluation import metrics
 
 
 def test_hand_computed_values():

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from cryoem_denoise.config import ModelConfig
-from cryoem_denoise.models import build_critic, build_generator, generator_flops, receptive_field
+from cryoem_denoise.model.models import build_critic, build_generator, generator_flops, receptive_field
 
 
 def test_default_generator_is_pix2pix_unet_256():
@@ -48,7 +48,7 @@ def test_transposed_convolution_equals_keras(bias):
     import keras
     import numpy as np
 
-    from cryoem_denoise.models import Conv2DTranspose
+    from cryoem_denoise.model.models import Conv2DTranspose
 
     inp = keras.Input((None, None, 5))
     plain = keras.layers.Conv2DTranspose(3, 4, strides=2, padding="same", use_bias=bias,
@@ -69,7 +69,7 @@ def test_resize_upsampling_and_full_resolution_add_no_checkerboard():
     import keras
     import numpy as np
 
-    from cryoem_denoise.metrics import nyquist_power
+    from cryoem_denoise.evaluation.metrics import nyquist_power
 
     power = {}
     for up in ("transpose", "resize"):

@@ -4,7 +4,7 @@ import mrcfile
 import numpy as np
 import pytest
 
-from cryoem_denoise import mrc
+from cryoem_denoise.io import image_io, mrc
 from cryoem_denoise.errors import InputError, OutputError
 
 
@@ -13,7 +13,7 @@ from cryoem_denoise.errors import InputError, OutputError
 def test_reads_every_supported_mode(make_mrc, dtype, mode):
     data = (np.arange(16 * 12).reshape(12, 16) % 100).astype(dtype)
     path = make_mrc(data, voxel_size=(1.25, 1.25, 1.0))
-    sections, header = mrc.read_sections(path)
+    sections, header = image_io.read_sections(path)
     assert header.mode == mode
     assert header.shape == (1, 12, 16) and header.kind == "image"
     assert header.voxel_size[:2] == (1.25, 1.25)
@@ -24,21 +24,21 @@ def test_stack_volume_and_gzip(make_mrc, tmp_path):
     data = np.random.default_rng(0).random((3, 10, 9)).astype(np.float32)
     stack = make_mrc(data, "p.mrcs", stack=True)
     volume = make_mrc(data, "v.mrc")
-    assert mrc.read_header(stack).kind == "stack"
-    assert mrc.read_header(volume).kind == "volume"
+    assert image_io.read_header(stack).kind == "stack"
+    assert image_io.read_header(volume).kind == "volume"
     gz = tmp_path / "v.mrc.gz"
     gz.write_bytes(gzip.compress(volume.read_bytes()))
-    sections, header = mrc.read_sections(gz)
+    sections, header = image_io.read_sections(gz)
     assert header.compression == "gzip" and header.shape == (3, 10, 9)
     np.testing.assert_array_equal(sections, data)
 
 
 def test_fei_extended_header(sample_files):
-    header = mrc.read_header(sample_files["fei-extended.mrc"])
+    header = image_io.read_header(sample_files["fei-extended.mrc"])
     assert header.exttyp == "FEI1" and header.extended_header_bytes > 0
     assert header.shape == (1, 3838, 3710)
     assert header.pixel_size == pytest.approx(0.8538, abs=1e-4)
-    with mrc.open_sections(sample_files["epu2.9_example.mrc"]) as (sections, h2):
+    with image_io.open_sections(sample_files["epu2.9_example.mrc"]) as (sections, h2):
         assert h2.exttyp == "FEI2" and sections.shape == (1, 4096, 4096)
         assert sections.dtype == np.uint16
 
@@ -71,7 +71,7 @@ def test_bad_files_raise_one_line_input_error(make_mrc, tmp_path, case, message)
     elif case == "directory":
         path = tmp_path
     with pytest.raises(InputError) as err:
-        mrc.read_header(path)
+        image_io.read_header(path)
     assert message in str(err.value) and str(path) in str(err.value)
     assert "\n" not in str(err.value)
 
@@ -81,7 +81,7 @@ def test_unreadable_file(make_mrc, monkeypatch):
     # chmod 0 does not stop root (CI runs as root), so the permission check is simulated
     monkeypatch.setattr(mrc.os, "access", lambda p, mode: False)
     with pytest.raises(InputError, match="permission denied"):
-        mrc.read_header(path)
+        image_io.read_header(path)
 
 
 def test_pixel_checks():
@@ -109,7 +109,7 @@ def test_pixel_statistics_match_numpy():
 
 def test_write_keeps_voxel_size_and_refuses_clobber(make_mrc, tmp_path):
     src = make_mrc(np.arange(256, dtype=np.float32).reshape(16, 16), "in.mrc", voxel_size=0.667)
-    sections, header = mrc.read_sections(src)
+    sections, header = image_io.read_sections(src)
     out = tmp_path / "out.mrc"
     mrc.write_mrc(out, sections * 2, voxel_size=header.voxel_size, origin=header.origin)
     with mrcfile.open(out) as m:
@@ -121,14 +121,14 @@ def test_write_keeps_voxel_size_and_refuses_clobber(make_mrc, tmp_path):
     mrc.write_mrc(out, sections, overwrite=True)
     with pytest.raises(OutputError, match="over an input"):
         mrc.write_mrc(src, sections, overwrite=True, protected=[src])
-    assert np.array_equal(mrc.read_sections(src)[0], sections)
+    assert np.array_equal(image_io.read_sections(src)[0], sections)
 
 
 def test_write_float16_and_stack(tmp_path):
     data = np.random.default_rng(2).random((4, 16, 16)).astype(np.float32)
     out = tmp_path / "s.mrcs"
     mrc.write_mrc(out, data, dtype="float16")
-    header = mrc.read_header(out)
+    header = image_io.read_header(out)
     assert header.mode == 12 and header.kind == "stack"
     with pytest.raises(OutputError, match="float16 range"):
         mrc.write_mrc(tmp_path / "big.mrc", data * 1e6, dtype="float16")
@@ -159,7 +159,7 @@ def test_interrupted_streaming_write_leaves_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
     with mrc.create_mrc(out, (3, 16, 16), voxel_size=(2.0, 2.0, 2.0)) as data:
         data[:] = np.arange(3, dtype=np.float32)[:, None, None]
-    sections, header = mrc.read_sections(out)
+    sections, header = image_io.read_sections(out)
     assert header.kind == "stack" and header.voxel_size[0] == 2.0 and sections[2, 0, 0] == 2
 
 
@@ -179,7 +179,7 @@ def test_header_without_map_id_stamp_version_is_read_with_one_warning(make_mrc, 
     old = tmp_path / "old.mrcs"
     old.write_bytes(_old_style(src.read_bytes()))
     with pytest.warns(mrc.InputWarning) as record:
-        sections, header = mrc.read_sections(old)
+        sections, header = image_io.read_sections(old)
     messages = [str(w.message) for w in record if issubclass(w.category, mrc.InputWarning)]
     assert len(messages) == 1 and "lacks the 'MAP ' id, a machine stamp and a version" in messages[0]
     assert "dimensions, mode and file size agree" in messages[0] and str(old) in messages[0]
@@ -190,7 +190,7 @@ def test_header_without_map_id_stamp_version_is_read_with_one_warning(make_mrc, 
 
     with warnings.catch_warnings():  # once per file and process, not on every read
         warnings.simplefilter("error", mrc.InputWarning)
-        mrc.read_header(old)
+        image_io.read_header(old)
 
 
 def test_wrong_byte_order_stamp_is_named_and_read(make_mrc, tmp_path):
@@ -202,7 +202,7 @@ def test_wrong_byte_order_stamp_is_named_and_read(make_mrc, tmp_path):
     path.write_bytes(bytes(raw))
     with pytest.warns(mrc.InputWarning, match="machine stamp says big-endian, the file is "
                                               "little-endian"):
-        sections, header = mrc.read_sections(path)
+        sections, header = image_io.read_sections(path)
     assert header.mode == 2
     np.testing.assert_array_equal(sections[0], data)
 
@@ -213,11 +213,11 @@ def test_old_header_whose_size_disagrees_is_refused_with_the_reason(make_mrc, tm
     short.write_bytes(_old_style(src.read_bytes())[:-100])
     with pytest.raises(InputError, match="no 'MAP ' id.*truncated: 1,948 bytes, the header "
                                          "promises 2,048 \\(16x16x1 float32"):
-        mrc.read_header(short)
+        image_io.read_header(short)
     junk = tmp_path / "junk.mrc"
     junk.write_bytes(b"\xff" * 3000)
     with pytest.raises(InputError, match="not an MRC file \\(no 'MAP ' id, and no byte order"):
-        mrc.read_header(junk)
+        image_io.read_header(junk)
 
 
 def test_big_endian_file_reads(tmp_path):
@@ -225,7 +225,7 @@ def test_big_endian_file_reads(tmp_path):
     path = tmp_path / "be.mrc"
     with mrcfile.new(path) as m:
         m.set_data(data.astype(">f4"))
-    sections, header = mrc.read_sections(path)
+    sections, header = image_io.read_sections(path)
     assert not header.permissive
     np.testing.assert_array_equal(sections[0], data)
 
@@ -235,14 +235,14 @@ def test_labels_are_ascii(tmp_path):
     assert mrc.ascii_label("données µm μ ø 日本") == "donnees um u o ??"
     out = tmp_path / "é.mrc"
     mrc.write_mrc(out, np.ones((16, 16), np.float32), label="from Ångström_日本.mrc")
-    assert mrc.read_header(out).shape == (1, 16, 16)
+    assert image_io.read_header(out).shape == (1, 16, 16)
 
 
 def test_placeholder_pixel_size(make_mrc):
-    header = mrc.read_header(make_mrc(np.ones((16, 16), np.float32), voxel_size=1.0))
+    header = image_io.read_header(make_mrc(np.ones((16, 16), np.float32), voxel_size=1.0))
     assert header.pixel_size_is_placeholder
     assert header.with_pixel_size(1.34).voxel_size[:2] == (1.34, 1.34)
-    real = mrc.read_header(make_mrc(np.ones((16, 16), np.float32), "r.mrc", voxel_size=0.9))
+    real = image_io.read_header(make_mrc(np.ones((16, 16), np.float32), "r.mrc", voxel_size=0.9))
     assert not real.pixel_size_is_placeholder
     assert real.with_pixel_size(1.34).voxel_size[0] == pytest.approx(0.9)
 
@@ -255,47 +255,47 @@ def test_tiff_single_and_multipage(tmp_path, dtype):
     data = (np.random.default_rng(5).random((3, 20, 24)) * 200).astype(dtype)
     single = tmp_path / "one.tif"
     tifffile.imwrite(single, data[0])
-    sections, header = mrc.read_sections(single)
+    sections, header = image_io.read_sections(single)
     assert header.format == "tiff" and header.kind == "image" and header.shape == (1, 20, 24)
     np.testing.assert_array_equal(sections[0], data[0])
     stack = tmp_path / "stack.tiff"
     tifffile.imwrite(stack, data, photometric="minisblack")
-    sections, header = mrc.read_sections(stack)
+    sections, header = image_io.read_sections(stack)
     assert header.kind == "stack" and header.shape == (3, 20, 24) and header.dtype == np.dtype(dtype).name
     np.testing.assert_array_equal(sections, data)
     pages = tmp_path / "pages.tif"  # written page by page, compressed, as cameras do
     with tifffile.TiffWriter(pages) as tw:
         for page in data:
             tw.write(page, compression="zlib", photometric="minisblack")
-    np.testing.assert_array_equal(mrc.read_sections(pages)[0], data)
+    np.testing.assert_array_equal(image_io.read_sections(pages)[0], data)
 
 
 def test_tiff_and_png_written_and_read_back(tmp_path):
-    from cryoem_denoise import image_io
+    from cryoem_denoise.io import image_io
 
     data = np.random.default_rng(6).random((2, 16, 16)).astype(np.float32) * 100
-    image_io.write_image(tmp_path / "s.tif", data, "tiff", voxel_size=(0.8, 0.8, 0.8),
+    image_io.write_image(tmp_path / "s.tif", data, fmt="tiff", voxel_size=(0.8, 0.8, 0.8),
                          kind="stack", label="from é.mrc")
     sections, header = image_io.read_sections(tmp_path / "s.tif")
     assert header.voxel_size[0] == pytest.approx(0.8) and header.kind == "stack"
     np.testing.assert_array_equal(sections, data)
-    image_io.write_image(tmp_path / "h.tif", data, "tiff", dtype="float16", kind="stack")
+    image_io.write_image(tmp_path / "h.tif", data, fmt="tiff", dtype="float16", kind="stack")
     assert image_io.read_header(tmp_path / "h.tif").dtype == "float16"
-    image_io.write_image(tmp_path / "a.png", np.rint(data[0]), "png", dtype="uint8",
+    image_io.write_image(tmp_path / "a.png", np.rint(data[0]), fmt="png", dtype="uint8",
                          voxel_size=(1.3, 1.3, 0))
     sections, header = image_io.read_sections(tmp_path / "a.png")
     assert header.format == "png" and header.dtype == "uint8" and header.pixel_size == pytest.approx(1.3)
     np.testing.assert_array_equal(sections[0], np.rint(data[0]))
-    image_io.write_image(tmp_path / "b.png", data[0], "png")  # floats: scaled to 16 bits
+    image_io.write_image(tmp_path / "b.png", data[0], fmt="png")  # floats: scaled to 16 bits
     sections, header = image_io.read_sections(tmp_path / "b.png")
     assert header.dtype == "uint16" and sections.max() == 65535 and sections.min() == 0
     with pytest.raises(OutputError, match="a PNG holds one image"):
-        image_io.write_image(tmp_path / "c.png", data, "png", kind="stack")
+        image_io.write_image(tmp_path / "c.png", data, fmt="png", kind="stack")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "b.png", "h.tif", "s.tif"]
 
 
 def test_find_image_files(tmp_path):
-    from cryoem_denoise import image_io
+    from cryoem_denoise.io import image_io
 
     for name in ("b.mrc", "a.tif", "c.png", "d.txt", "e.mrcs.gz", "f.TIFF"):
         (tmp_path / name).write_bytes(b"x")
@@ -308,7 +308,7 @@ def test_find_image_files(tmp_path):
     loop.symlink_to(loop)
     assert image_io.find_image_files([loop]) == [loop]
     with pytest.raises(InputError, match="symbolic link loop"):
-        mrc.read_header(loop)
+        image_io.read_header(loop)
 
 
 def test_tiff_pages_written_one_by_one_uncompressed(tmp_path):
@@ -318,7 +318,7 @@ def test_tiff_pages_written_one_by_one_uncompressed(tmp_path):
     with tifffile.TiffWriter(tmp_path / "p.tif") as tw:
         for page in data:
             tw.write(page, photometric="minisblack")
-    np.testing.assert_array_equal(mrc.read_sections(tmp_path / "p.tif")[0], data)
+    np.testing.assert_array_equal(image_io.read_sections(tmp_path / "p.tif")[0], data)
 
 
 def test_gzip_of_several_members_is_read(make_mrc, tmp_path):
@@ -327,5 +327,5 @@ def test_gzip_of_several_members_is_read(make_mrc, tmp_path):
     raw = make_mrc(data, "v.mrc").read_bytes()
     path = tmp_path / "multi.mrc.gz"
     path.write_bytes(gzip.compress(raw[:3000]) + gzip.compress(raw[3000:]))
-    sections, header = mrc.read_sections(path)
+    sections, header = image_io.read_sections(path)
     np.testing.assert_array_equal(sections, data)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from cryoem_denoise.errors import ConfigError, InputError
-from cryoem_denoise.noise import (SigmaSpec, add_gaussian_noise, add_gaussian_noise_tf, estimate_sigma,
+from cryoem_denoise.data.noise import (SigmaSpec, add_gaussian_noise, add_gaussian_noise_tf, estimate_sigma,
                                   expected_counts, shot_noise)
 
 

@@ -6,10 +6,10 @@ import sys
 import numpy as np
 import pytest
 
-from cryoem_denoise import pipeline
+from cryoem_denoise.data import pipeline
 from cryoem_denoise.config import FitConfig, PRESETS, tiny_config
 from cryoem_denoise.errors import ConfigError
-from cryoem_denoise.noise import SigmaSpec, sigma_from_uniform
+from cryoem_denoise.data.noise import SigmaSpec, sigma_from_uniform
 
 pytestmark = pytest.mark.backends
 
@@ -24,7 +24,9 @@ def sigma_map_model(tmp_path_factory):
     """A tiny model with a noise-level input, trained briefly."""
     from scipy.ndimage import gaussian_filter
 
-    from cryoem_denoise import mrc, training
+    from cryoem_denoise import training
+
+    from cryoem_denoise.io import mrc
 
     folder = tmp_path_factory.mktemp("sigma_map")
     rng = np.random.default_rng(3)
@@ -56,7 +58,7 @@ def test_log_uniform_draw_spreads_sigma_over_its_logarithm():
 def test_crop_weights_are_inverse_noise_variance_with_mean_one():
     from keras import ops
 
-    from cryoem_denoise import losses
+    from cryoem_denoise.model import losses
 
     rng = np.random.default_rng(0)
     clean = rng.uniform(-0.5, 0.5, (3, 32, 32, 1)).astype(np.float32)
@@ -96,7 +98,7 @@ def _halves(make_mrc, sigma_file, seed=0, shape=(192, 192)):
 
 def test_pairs_carry_their_measured_sigma(make_mrc):
     """Without drawn noise, each pair carries its input's sigma, measured as apply does."""
-    from cryoem_denoise.noise import estimate_noise_level
+    from cryoem_denoise.data.noise import estimate_noise_level
 
     cfg = tiny_config()
     cfg.model.sigma_map = True
@@ -127,8 +129,8 @@ def test_pairs_carry_their_measured_sigma(make_mrc):
 def test_noise2noise_halves_share_one_scaling(make_mrc):
     """Both halves by the affine of the target half, also with a noisy-input scaling of its
     own (the shipped model's robust one): input and target in the same units."""
-    from cryoem_denoise.intensity import to_unit255
-    from cryoem_denoise.mrc import read_sections
+    from cryoem_denoise.data.intensity import to_unit255
+    from cryoem_denoise.io.image_io import read_sections
 
     a, b = _halves(make_mrc, 2.0)
     cfg = tiny_config()
@@ -144,7 +146,7 @@ def test_noise2noise_halves_share_one_scaling(make_mrc):
 
 def test_paired_batches_carry_each_images_sigma(make_mrc):
     """The noise-level channel of a paired batch is its image's sigma, on either backend."""
-    from cryoem_denoise import backend
+    from cryoem_denoise.runtime import backend
 
     cfg = tiny_config(batch_size=6)
     cfg.model.sigma_map = True
@@ -168,6 +170,7 @@ def test_paired_batches_carry_each_images_sigma(make_mrc):
     assert set(np.round(levels[:, 0], 4)) <= set(np.round(image_set.sigmas, 4))
 
 
+@pytest.mark.slow
 def test_fine_tuning_a_sigma_map_model_on_halves(sigma_map_model, make_mrc, tmp_path):
     """fit --noise2noise / --self-supervised --init-from a model with a noise-level input.
 
@@ -179,8 +182,8 @@ def test_fine_tuning_a_sigma_map_model_on_halves(sigma_map_model, make_mrc, tmp_
 
     from click.testing import CliRunner
 
-    from cryoem_denoise import model_store
-    from cryoem_denoise.batch_norm import batch_norm_layers
+    from cryoem_denoise.model import model_store
+    from cryoem_denoise.model.batch_norm import batch_norm_layers
     from cryoem_denoise.cli import cli
 
     start = tmp_path / "start"
@@ -241,20 +244,21 @@ def test_validation_set_carries_each_crops_sigma(clean_mrc):
 
 
 def test_sigma_map_model_trains_saves_and_denoises(sigma_map_model):
-    from cryoem_denoise.denoise import load_denoiser
+    from cryoem_denoise.inference.denoiser import Denoiser
 
-    denoiser, cfg = load_denoiser(sigma_map_model)
-    assert cfg.model.sigma_map and denoiser.noise_level
+    denoiser = Denoiser.load(sigma_map_model)
+    assert denoiser.config.model.sigma_map and denoiser.takes_noise_level
     rng = np.random.default_rng(1)
     image = rng.uniform(50, 200, (96, 96)).astype(np.float32)
-    a = denoiser.denoise(image, sigma=30.0)
-    b = denoiser.denoise(image, sigma=30.0)
-    c = denoiser.denoise(image, sigma=10.0)
+    a = denoiser.denoise_scaled(image, noise_level=30.0)
+    b = denoiser.denoise_scaled(image, noise_level=30.0)
+    c = denoiser.denoise_scaled(image, noise_level=10.0)
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)  # the noise level reaches the network
-    assert denoiser.denoise(image).shape == image.shape  # sigma estimated when not given
+    assert denoiser.denoise_scaled(image).shape == image.shape  # sigma estimated when not given
 
 
+@pytest.mark.slow
 def test_apply_reports_the_noise_level_and_warns_outside_the_trained_range(
         sigma_map_model, make_mrc, tmp_path):
     rng = np.random.default_rng(2)
@@ -273,6 +277,7 @@ def test_apply_reports_the_noise_level_and_warns_outside_the_trained_range(
     assert "(estimated)" in r.stderr
 
 
+@pytest.mark.slow
 def test_noise_level_on_a_model_without_that_input_is_one_line(tiny_model, make_mrc, tmp_path):
     src = make_mrc(np.random.default_rng(0).normal(size=(64, 64)).astype(np.float32), "in.mrc")
     r = _cli("apply", src, "--model", tiny_model, "--out", tmp_path / "o", "--noise-level", 20)
@@ -293,10 +298,13 @@ def test_noisy_inputs_can_be_scaled_their_own_way(tmp_path, make_mrc):
         DataConfig(noisy_intensity="nope").validate()
 
 
+@pytest.mark.slow
 def test_fit_sim_preset_and_pixel_size_range(tmp_path, monkeypatch):
     from click.testing import CliRunner
 
-    from cryoem_denoise import model_store, mrc
+    from cryoem_denoise.model import model_store
+
+    from cryoem_denoise.io import mrc
     from cryoem_denoise.cli import cli
 
     rng = np.random.default_rng(0)
@@ -325,10 +333,10 @@ def test_fit_sim_preset_and_pixel_size_range(tmp_path, monkeypatch):
 
 
 def test_an_estimate_outside_the_trained_range_warns(sigma_map_model):
-    from cryoem_denoise.denoise import load_denoiser
     from cryoem_denoise.errors import InputWarning
+    from cryoem_denoise.inference.denoiser import Denoiser
 
-    denoiser, _ = load_denoiser(sigma_map_model)  # trained on sigma 20-40
+    denoiser = Denoiser.load(sigma_map_model)  # trained on sigma 20-40
     image = 128 + 5 * np.random.default_rng(0).standard_normal((64, 64)).astype(np.float32)
     with pytest.warns(InputWarning, match=r"estimated noise sigma [45]\.\d .*20-40"):
-        denoiser.denoise(image)
+        denoiser.denoise_scaled(image)

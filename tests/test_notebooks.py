@@ -16,6 +16,7 @@ def test_all_four_notebooks_exist():
                                            "04_noise_levels"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs(path, tmp_path, monkeypatch, tiny_model):
     monkeypatch.setenv("CRYOEM_NB_SMALL", "1")

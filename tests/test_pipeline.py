@@ -1,7 +1,9 @@
 import numpy as np
 import pytest
 
-from cryoem_denoise import mrc, pipeline
+from cryoem_denoise.io import image_io
+
+from cryoem_denoise.data import pipeline
 from cryoem_denoise.config import DataConfig, tiny_config
 from cryoem_denoise.errors import InputError
 
@@ -10,16 +12,16 @@ def test_find_mrc_files(clean_mrc, tmp_path):
     a = clean_mrc("a.mrc")
     clean_mrc("b.mrcs", seed=1)
     (tmp_path / "notes.txt").write_text("x")
-    assert mrc.find_mrc_files([tmp_path]) == [a, tmp_path / "b.mrcs"]
+    assert image_io.find_image_files([tmp_path]) == [a, tmp_path / "b.mrcs"]
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(InputError, match="no MRC files"):
-        mrc.find_mrc_files([empty])
+        image_io.find_image_files([empty])
     with pytest.raises(InputError, match="no such file"):
-        mrc.find_mrc_files([tmp_path / "nope.mrc"])
-    assert mrc.find_mrc_files([str(tmp_path / "*.mrc*"), a]) == [a, tmp_path / "b.mrcs"]
+        image_io.find_image_files([tmp_path / "nope.mrc"])
+    assert image_io.find_image_files([str(tmp_path / "*.mrc*"), a]) == [a, tmp_path / "b.mrcs"]
     with pytest.raises(InputError, match="matches no files"):
-        mrc.find_mrc_files([str(tmp_path / "*.map")])
+        image_io.find_image_files([str(tmp_path / "*.map")])
 
 
 def test_load_rejects_bad_images(make_mrc, clean_mrc):

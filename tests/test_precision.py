@@ -2,7 +2,7 @@
 
 import pytest
 
-from cryoem_denoise import precision
+from cryoem_denoise.runtime import precision
 
 AVX2_ONLY = "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse sse2 avx avx2 fma\n"
 WITH_BF16 = "processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 amx_tile amx_bf16\n"

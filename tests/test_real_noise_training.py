@@ -7,7 +7,9 @@ import sys
 import numpy as np
 import pytest
 
-from cryoem_denoise import model_store, pipeline
+from cryoem_denoise.model import model_store
+
+from cryoem_denoise.data import pipeline
 from cryoem_denoise.config import tiny_config
 
 pytestmark = pytest.mark.backends
@@ -64,6 +66,7 @@ def test_noise2noise_swaps_halves_at_random(make_mrc):
     assert np.allclose(np.abs(noisy - clean), np.abs(noisy - clean).flat[0], atol=1e-3)
 
 
+@pytest.mark.slow
 def test_noise2noise_and_self_supervised_fit(halves, tmp_path):
     h1, h2, _ = halves
     common = ["--tiny", "-q", "--steps", 4, "--log-every", 2, "--validate-every", 4,
@@ -88,6 +91,7 @@ def test_noise2noise_and_self_supervised_fit(halves, tmp_path):
     assert meta["data"]["mode"] == "self_supervised" and meta["data"]["n_images"] == 4
 
 
+@pytest.mark.slow
 def test_init_from_starts_with_the_models_weights(halves, tmp_path, tiny_model):
     import keras
 
@@ -110,6 +114,7 @@ def test_init_from_starts_with_the_models_weights(halves, tmp_path, tiny_model):
     assert refused.returncode == 2 and "drop --ngf" in refused.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["shape", "pixel", "count", "small", "no_inputs"])
 def test_bad_real_noise_inputs_fail_before_training(case, halves, make_mrc, tmp_path):
     h1, h2, _ = halves

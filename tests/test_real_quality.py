@@ -1,10 +1,10 @@
-"""Issue 10's no-reference quality criteria (cryoem_denoise.quality), and the shipped model
+"""Issue 10's no-reference quality criteria (cryoem_denoise.evaluation.quality), and the shipped model
 measured by them on a real micrograph."""
 
 import numpy as np
 import pytest
 
-from cryoem_denoise import quality
+from cryoem_denoise.evaluation import quality
 from cryoem_denoise.errors import ConfigError, InputError
 
 
@@ -89,15 +89,14 @@ def test_tiling_arguments_are_checked(textured):
 def shipped_on_real(sample_files):
     """The shipped model on the central 1024² of the real micrograph: (input, output) on
     the [0, 255] scale the model sees."""
-    from cryoem_denoise import model_store, mrc
-    from cryoem_denoise.denoise import InferenceConfig, load_denoiser
+    from cryoem_denoise.io import image_io
+    from cryoem_denoise.inference.denoiser import Denoiser
 
-    section = mrc.read_sections(sample_files["epu2.9_example.mrc"])[0][0]
+    section = image_io.read_sections(sample_files["epu2.9_example.mrc"])[0][0]
     c = section.shape[0] // 2
     crop = np.asarray(section[c - 512:c + 512, c - 512:c + 512], np.float32)
-    denoiser, fit_cfg = load_denoiser(model_store.default_model_dir(),
-                                      InferenceConfig(precision="float32"))
-    image = quality.scale_for_model(crop, fit_cfg.data)[0]
+    denoiser = Denoiser.load("default", precision="float32")
+    image = denoiser.scale(crop)[0]
     fn = quality.model_denoise_fn(denoiser, quality.estimate_noise_sigma(image))
     return image, fn(image)
 

@@ -3,7 +3,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from cryoem_denoise import mrc, noise, simulate
+from cryoem_denoise.io import image_io, mrc
+
+from cryoem_denoise.data import noise
+
+from cryoem_denoise.data import simulate
 from cryoem_denoise.cli import cli
 from cryoem_denoise.config import SimulationConfig
 from cryoem_denoise.errors import ConfigError, InputError
@@ -116,7 +120,7 @@ def test_simulate_cli_and_cache(blob_map, tmp_path):
                                       "--pixel-size", "1", "--field", "64", "--threshold", "0",
                                       "--png", "-q"])
     assert result.exit_code == 0, result.output
-    sections, header = mrc.read_sections(out)
+    sections, header = image_io.read_sections(out)
     assert header.shape == (3, 64, 64) and header.kind == "stack" and header.voxel_size[0] == 1.0
     assert (tmp_path / "fields.png").exists()
     bad = CliRunner().invoke(cli, ["simulate", str(path), "--out", str(tmp_path / "x.mrcs"),
@@ -129,8 +133,9 @@ def test_simulate_cli_and_cache(blob_map, tmp_path):
     assert first.stat().st_mtime_ns == stamp
 
 
+@pytest.mark.slow
 def test_fit_trains_on_simulated_fields(blob_map, tmp_path, monkeypatch):
-    from cryoem_denoise import model_store
+    from cryoem_denoise.model import model_store
 
     path, _ = blob_map
     monkeypatch.setenv("CRYOEM_DENOISE_DATA", str(tmp_path / "cache"))
@@ -157,9 +162,9 @@ def test_simulate_with_dose_writes_the_truth_and_independent_halves(blob_map, tm
     half1, half2 = tmp_path / "f_half1.mrcs", tmp_path / "f_half2.mrcs"
     assert simulate.shot_noise_paths(out, halves=True) == [half1, half2]
     assert "f_half1.mrcs" in result.output and (tmp_path / "f.png").exists()
-    clean, _ = mrc.read_sections(out)
-    a, header = mrc.read_sections(half1)
-    b, _ = mrc.read_sections(half2)
+    clean, _ = image_io.read_sections(out)
+    a, header = image_io.read_sections(half1)
+    b, _ = image_io.read_sections(half2)
     assert a.shape == b.shape == clean.shape == (2, 48, 48) and header.voxel_size[0] == 1.0
     np.testing.assert_array_equal(a, np.round(a))
     assert a.mean() == pytest.approx(25, rel=0.03) and b.mean() == pytest.approx(25, rel=0.03)
@@ -174,10 +179,10 @@ def test_simulate_with_dose_writes_the_truth_and_independent_halves(blob_map, tm
     # the same seed gives the same files; the clean stack is the one simulate always wrote
     again = tmp_path / "g.mrcs"
     assert CliRunner().invoke(cli, _sim_args(path, again, "--dose", "50", "--halves")).exit_code == 0
-    np.testing.assert_array_equal(mrc.read_sections(tmp_path / "g_half2.mrcs")[0], b)
+    np.testing.assert_array_equal(image_io.read_sections(tmp_path / "g_half2.mrcs")[0], b)
     plain = tmp_path / "p.mrcs"
     assert CliRunner().invoke(cli, _sim_args(path, plain)).exit_code == 0
-    np.testing.assert_array_equal(mrc.read_sections(plain)[0], clean)
+    np.testing.assert_array_equal(image_io.read_sections(plain)[0], clean)
 
 
 def test_simulate_with_dose_alone_writes_one_noisy_stack(blob_map, tmp_path):
@@ -185,8 +190,8 @@ def test_simulate_with_dose_alone_writes_one_noisy_stack(blob_map, tmp_path):
     cfg = SimulationConfig(pixel_size=1.0, field=48, particles=2, map_threshold=0.0)
     out = tmp_path / "f.mrcs"
     assert simulate.simulate_to_file(path, out, 2, cfg, seed=3, dose=8) == out
-    noisy, _ = mrc.read_sections(tmp_path / "f_noisy.mrcs")
-    clean, _ = mrc.read_sections(out)
+    noisy, _ = image_io.read_sections(tmp_path / "f_noisy.mrcs")
+    clean, _ = image_io.read_sections(out)
     assert noisy.shape == clean.shape and noisy.mean() == pytest.approx(8, rel=0.05)
     lam = np.stack([noise.expected_counts(c, 8) for c in clean])
     assert (noisy - lam).var() / lam.mean() == pytest.approx(1, abs=0.1)  # Poisson
@@ -211,7 +216,7 @@ def test_simulate_dose_refusals(blob_map, tmp_path):
     assert (tmp_path / "f_half2.mrcs").read_bytes() == b"keep"
     ok = CliRunner().invoke(cli, _sim_args(path, out, "--dose", "10", "--halves", "--overwrite"))
     assert ok.exit_code == 0, ok.output
-    assert mrc.read_sections(tmp_path / "f_half2.mrcs")[0].shape == (2, 48, 48)
+    assert image_io.read_sections(tmp_path / "f_half2.mrcs")[0].shape == (2, 48, 48)
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".part")]
 
 
@@ -301,7 +306,7 @@ def test_stack_records_each_fields_draws(blob_map, tmp_path):
     assert [f["index"] for f in record["fields"]] == [0, 1, 2]
     _, params = simulate.Simulator(simulate.load_structure(path, 0.0), cfg).fields(3, seed=2)
     assert [f["pixel_size"] for f in record["fields"]] == [p["pixel_size"] for p in params]
-    _, header = mrc.read_sections(out)
+    _, header = image_io.read_sections(out)
     assert 0.8 <= header.voxel_size[0] <= 1.2
 
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from cryoem_denoise.errors import ConfigError
-from cryoem_denoise.tiling import Stitcher, iter_tiles, make_grid, pad_to_grid, tile_positions
+from cryoem_denoise.inference.tiling import Stitcher, iter_tiles, make_grid, pad_to_grid, tile_positions
 
 
 def _roundtrip(image, tile, overlap):

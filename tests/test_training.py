@@ -9,7 +9,13 @@ import time
 import numpy as np
 import pytest
 
-from cryoem_denoise import backend, losses, model_store, training
+from cryoem_denoise import training
+
+from cryoem_denoise.runtime import backend
+
+from cryoem_denoise.model import losses
+
+from cryoem_denoise.model import model_store
 from cryoem_denoise.config import tiny_config
 from cryoem_denoise.errors import ConfigError, InputError, OutputError
 
@@ -75,6 +81,7 @@ def test_gray_constraint_readings():
     np.testing.assert_allclose(sums["unit255", "mean"], 12.75 ** 2, rtol=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.backends
 def test_generator_uses_one_batch_with_several_critic_updates():
     """With n_critic > 1 the generator step sees the last batch_size crops, averaged over
@@ -92,6 +99,7 @@ def test_generator_uses_one_batch_with_several_critic_updates():
 @pytest.mark.parametrize("setting", [{"n_critic": 2}, {"precision": "mixed_bfloat16"},
                                      {"precision": "mixed_float16"},
                                      {"g_optimizer": "adam", "d_optimizer": "adam"}])
+@pytest.mark.slow
 @pytest.mark.backends
 def test_step_variants_run(setting):
     cfg = tiny_config(batch_size=2, **setting)
@@ -146,6 +154,7 @@ TWO_DEVICES = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_two_replicas_match_one_device():
     if backend.name() != "tensorflow":
         pytest.skip("tf.distribute test (the JAX one is in test_jax_backend.py)")
@@ -160,6 +169,7 @@ def _fit_args(data, out, steps, *extra):
             "--log-every", 5, "--validate-every", 10, "--seed", 3, *extra, data]
 
 
+@pytest.mark.slow
 @pytest.mark.backends
 def test_sigkill_then_resume_equals_uninterrupted(clean_mrc, tmp_path):
     data = clean_mrc("train.mrc", (200, 200))
@@ -220,6 +230,7 @@ def test_model_folder_contents_and_loading(clean_mrc, tmp_path):
     assert len((out / model_store.LOSSES).read_text().splitlines()) == 3  # header + steps 5, 10
 
 
+@pytest.mark.slow
 def test_max_minutes_leaves_a_usable_model_that_resumes(clean_mrc, tmp_path):
     data = clean_mrc("m.mrc", (160, 160))
     out = tmp_path / "model"
@@ -233,6 +244,7 @@ def test_max_minutes_leaves_a_usable_model_that_resumes(clean_mrc, tmp_path):
     assert _invoke("fit", "--tiny", "--out", tmp_path / "x", "--max-minutes", "0").returncode == 2
 
 
+@pytest.mark.slow
 def test_fit_refuses_bad_setups_before_training(clean_mrc, make_mrc, tmp_path):
     data = clean_mrc("d.mrc", (160, 160))
     ok = tmp_path / "ok"
@@ -293,6 +305,7 @@ def test_missing_model_folder_loads_with_clear_error(tmp_path):
         model_store.load_generator(tmp_path / "m")
 
 
+@pytest.mark.slow
 @pytest.mark.backends
 def test_killed_before_first_checkpoint_resumes_or_restarts(clean_mrc, tmp_path):
     """A run stopped before its first checkpoint continues with --resume, or reruns plainly."""

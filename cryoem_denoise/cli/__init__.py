@@ -7,8 +7,8 @@ and exit status 2; ``--debug`` shows the traceback instead. Commands live in
 (apply, evaluate); :mod:`.common` holds the group and the shared helpers.
 """
 
-from cryoem_denoise.cli.common import cli, error_line  # noqa: F401
 from cryoem_denoise.cli import data, run, train  # noqa: F401,E402  (register the commands)
+from cryoem_denoise.cli.common import cli, error_line  # noqa: F401
 
 
 def main(argv=None):

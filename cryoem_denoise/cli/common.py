@@ -136,7 +136,7 @@ def quiet_tensorflow():
     Raises :class:`~cryoem_denoise.errors.ConfigError` for an unknown backend or one that is
     not installed, before any work.
     """
-    from cryoem_denoise import backend
+    from cryoem_denoise.runtime import backend
 
     backend.select()
     ctx = click.get_current_context(silent=True)
@@ -146,7 +146,7 @@ def quiet_tensorflow():
 
 def warn_precision(precision):
     """Refuse mixed_float16 without a GPU; warn (one line) when bfloat16 is likely slow here."""
-    from cryoem_denoise.precision import bf16_warning, check_precision
+    from cryoem_denoise.runtime.precision import bf16_warning, check_precision
 
     check_precision(precision)
 
@@ -156,6 +156,6 @@ def warn_precision(precision):
 
 
 def default_model_or(model_dir):
-    from cryoem_denoise.model_store import default_model_dir
+    from cryoem_denoise.model.model_store import default_model_dir
 
     return model_dir or default_model_dir()

@@ -15,7 +15,7 @@ def _fmt(value):
 
 
 def _info_record(path):
-    from cryoem_denoise import image_io, mrc
+    from cryoem_denoise.io import image_io, mrc
 
     with image_io.open_sections(path) as (sections, header):
         stats = mrc.pixel_statistics(sections)
@@ -41,7 +41,7 @@ def _voxel_text(header):
 
 
 def _print_info(header, stats):
-    from cryoem_denoise import image_io
+    from cryoem_denoise.io import image_io
 
     n, ny, nx = header.shape
     what = {"image": "single image", "stack": f"stack of {n} images",
@@ -105,7 +105,7 @@ def fetch(names, list_only, cache):
     NAMES picks files (default: all). Files already cached and verified are not
     downloaded again; the paths are printed, one per line.
     """
-    from cryoem_denoise import datasets
+    from cryoem_denoise.data import datasets
 
     if list_only:
         for s in datasets.SAMPLES.values():
@@ -207,7 +207,7 @@ def simulate(source, out, n_fields, seed, preset, pixel_size, field, particles, 
     import time
     from pathlib import Path
 
-    from cryoem_denoise import simulate as sim
+    from cryoem_denoise.data import simulate as sim
 
     ranges = {"pixel_size": pixel_size, "particles": particles, "defocus": defocus,
               "amplitude_contrast": amplitude_contrast, "b_factor": b_factor, "ice": ice}
@@ -229,14 +229,15 @@ def simulate(source, out, n_fields, seed, preset, pixel_size, field, particles, 
         what = f"two halves of {dose / 2:g} e/px each" if halves else f"{dose:g} e/px"
         click.echo(f"shot noise ({what}, contrast {contrast:g}): {noisy}")
     if png:
-        from cryoem_denoise import figures, mrc
+        from cryoem_denoise.evaluation import figures
+        from cryoem_denoise.io import image_io
 
-        with mrc.open_sections(path) as (fields, _):
+        with image_io.open_sections(path) as (fields, _):
             panels = [(f"field {i}", np.asarray(fields[i])) for i in range(min(3, n_fields))]
         if dose is not None:  # the first field, clean and with its shot noise
             panels = panels[:1]
             for noisy_path in sim.shot_noise_paths(out, halves):
-                with mrc.open_sections(noisy_path) as (noisy, _):
+                with image_io.open_sections(noisy_path) as (noisy, _):
                     panels.append((noisy_path.stem, np.asarray(noisy[0])))
         png_path = Path(out).with_suffix(".png")
         figures.save_panels(png_path, panels, overwrite=overwrite, shared_contrast=False)

@@ -4,8 +4,15 @@ import sys
 
 import click
 
-from cryoem_denoise.cli.common import (cli, default_model_or, error_line, quiet_tensorflow,
-                                       report_and_continue, warn_precision, warning_line)
+from cryoem_denoise.cli.common import (
+    cli,
+    default_model_or,
+    error_line,
+    quiet_tensorflow,
+    report_and_continue,
+    warn_precision,
+    warning_line,
+)
 
 #: ``--format`` values: file formats, and the pixel types it meant before ``--dtype``.
 _FORMATS = ("mrc", "tiff", "tif", "png")
@@ -89,11 +96,16 @@ def apply(inputs, model_dir, out_dir, noisy_halves, sigma, seed, noise_level, pn
     """
     from pathlib import Path
 
-    from cryoem_denoise import apply_files, mrc
-    from cryoem_denoise.atomic import output_folder
-    from cryoem_denoise.denoise import InferenceConfig, load_denoiser
+    from cryoem_denoise.data.noise import SigmaSpec
     from cryoem_denoise.errors import ConfigError
-    from cryoem_denoise.noise import SigmaSpec
+    from cryoem_denoise.inference import apply_files
+    from cryoem_denoise.inference.denoiser import (
+        Denoiser,
+        InferenceConfig,
+        check_noise_level,
+    )
+    from cryoem_denoise.io import image_io
+    from cryoem_denoise.io.atomic import output_folder
 
     if overlap is None:
         overlap = tile // 8 if tile and tile > 0 else 0
@@ -118,16 +130,15 @@ def apply(inputs, model_dir, out_dir, noisy_halves, sigma, seed, noise_level, pn
         format=fmt, pixel_size=pixel_size, noise_level=noise_level)
     if overwrite and skip_existing:
         raise ConfigError("choose one of --overwrite and --skip-existing")
-    files = mrc.find_mrc_files(inputs)
+    files = image_io.find_image_files(inputs)
     with output_folder(out_dir):
         jobs = apply_files.plan_jobs(files, options)
         quiet_tensorflow()
         warn_precision(precision)
-        denoiser, fit_cfg = load_denoiser(default_model_or(model_dir), inference)
-        apply_files.check_noise_level(noise_level, denoiser.noise_level)
-        report = apply_files.run_jobs(denoiser, fit_cfg.data, jobs, options,
-                                      progress=not quiet)
-    _report_noise_levels(report.noise_levels, fit_cfg.data.sigma)
+        denoiser = Denoiser.load(default_model_or(model_dir), inference)
+        check_noise_level(noise_level, denoiser.takes_noise_level)
+        report = apply_files.run_jobs(denoiser, jobs, options, progress=not quiet)
+    _report_noise_levels(report.noise_levels, denoiser.sigma_range)
     for path, message in report.failed:
         error_line(message)
     rate = report.tiles / report.seconds if report.seconds else 0.0
@@ -146,15 +157,13 @@ def apply(inputs, model_dir, out_dir, noisy_halves, sigma, seed, noise_level, pn
 
 def _report_noise_levels(levels, trained):
     """One line per file on the sigma a noise-level model was given; a warning when it lies
-    outside the range the model was trained on."""
-    from cryoem_denoise.noise import SigmaSpec
-
-    spec = SigmaSpec.parse(trained)
+    outside the ``(low, high)`` range the model was trained on."""
+    low, high = trained
     for path, level, how in levels:
         text = f"{path.name}: noise sigma {level:.1f} on [0,255] ({how})"
-        if not spec.low <= level <= spec.high:
+        if not low <= level <= high:
             warning_line(f"{text} is outside the sigma range the model was trained on "
-                         f"({spec}); the result may be poor")
+                         f"({low:g}-{high:g}); the result may be poor")
         else:
             click.echo(text, err=True)
 
@@ -163,19 +172,19 @@ def _apply_halves(pairs, model_dir, out_dir, suffix, inference, overwrite, pixel
     """``apply --noisy-halves``: each pair denoised half by half, averaged, FRC reported."""
     from pathlib import Path
 
-    from cryoem_denoise import apply_files, halves
-    from cryoem_denoise.atomic import output_folder
-    from cryoem_denoise.denoise import load_denoiser
     from cryoem_denoise.errors import CryoEMDenoiseError
+    from cryoem_denoise.inference import halves
+    from cryoem_denoise.inference.denoiser import Denoiser
+    from cryoem_denoise.io.atomic import output_folder
 
     failed = 0
     with output_folder(out_dir):
         quiet_tensorflow()
         warn_precision(inference.precision)
-        denoiser, fit_cfg = load_denoiser(default_model_or(model_dir), inference)
+        denoiser = Denoiser.load(default_model_or(model_dir), inference)
         for a, b in pairs:
             try:
-                result = halves.denoise_half_pair(denoiser, fit_cfg.data, a, b, Path(out_dir),
+                result = halves.denoise_half_pair(denoiser, a, b, Path(out_dir),
                                                   suffix=suffix, overwrite=overwrite,
                                                   pixel_size=pixel_size)
             except CryoEMDenoiseError as exc:
@@ -215,12 +224,13 @@ def evaluate(inputs, model_dir, out_dir, sigmas, methods, seed, crop, max_images
     and fig10.png into --out. Finished cells are kept in cells.jsonl: rerunning the same
     command resumes an interrupted run.
     """
-    from cryoem_denoise import evaluate as ev, mrc
+    from cryoem_denoise.evaluation import evaluate as ev
+    from cryoem_denoise.io import image_io
 
     cfg = ev.EvaluateConfig(sigmas=tuple(ev.parse_list(sigmas, float)),
                             methods=tuple(ev.parse_list(methods)), seed=seed, crop=crop,
                             max_images=max_images, jobs=jobs).validate()
-    files = mrc.find_mrc_files(inputs)
+    files = image_io.find_image_files(inputs)
     if "gan" in cfg.methods:
         quiet_tensorflow()
         model_dir = default_model_or(model_dir)

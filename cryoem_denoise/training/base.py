@@ -21,15 +21,19 @@ import contextlib
 
 import numpy as np
 
+from cryoem_denoise.data.pipeline import with_noise_level
 from cryoem_denoise.errors import ConfigError, InputError
-from cryoem_denoise.losses import from_model_scale, to_model_scale
-from cryoem_denoise.models import build_critic, build_generator
-from cryoem_denoise.precision import resolve
+from cryoem_denoise.model import batch_norm
+from cryoem_denoise.model.batch_norm import batch_norm_layers
+from cryoem_denoise.model.losses import from_model_scale, to_model_scale
+from cryoem_denoise.model.models import build_critic, build_generator
+from cryoem_denoise.runtime import backend
+from cryoem_denoise.runtime.precision import resolve
 
 
 def make_optimizer(name, lr, beta1, mixed_float16):
     """A Keras optimizer by name; wrapped for dynamic loss scaling under float16."""
-    import keras
+    import keras  # lazy: imports Keras
 
     if name == "adam":
         opt = keras.optimizers.Adam(lr, beta_1=beta1)
@@ -60,9 +64,7 @@ class Trainer(abc.ABC):
     """
 
     def __init__(self, cfg, scope=None, replicas=1, sync_batch_norm=False):
-        import keras
-
-        from cryoem_denoise import backend
+        import keras  # lazy: imports Keras
 
         self.cfg = cfg
         t = cfg.train
@@ -81,7 +83,6 @@ class Trainer(abc.ABC):
                 sync = sync_batch_norm and replicas > 1
                 self.generator = build_generator(cfg.model, sync, seed=t.seed)
                 if t.freeze_batch_norm:  # Keras runs a non-trainable BatchNorm in inference mode
-                    from cryoem_denoise.batch_norm import batch_norm_layers
 
                     for layer in batch_norm_layers(self.generator):
                         layer.trainable = False
@@ -129,14 +130,12 @@ class Trainer(abc.ABC):
 
     def recalibrate_batch_norm(self, crops):
         """Set the generator's BatchNorm moving statistics to those of ``crops`` crops
-        (:func:`cryoem_denoise.batch_norm.recalibrate`).
+        (:func:`cryoem_denoise.model.batch_norm.recalibrate`).
 
         The crops are the run's own stream (same images, sigma draw and augmentation) after
         every element the run trains on, in batches of the training batch size; the training
         checkpoints keep the moving averages, so a resumed run is unchanged.
         """
-        from cryoem_denoise import batch_norm
-
         self.sync()
         t = self.cfg.train
         count = -(-crops // t.batch_size)
@@ -153,7 +152,7 @@ class Trainer(abc.ABC):
 
     def get_state(self, step):
         """All variables as ``{'group/NNNN': ndarray}`` plus ``'step'``."""
-        import keras
+        import keras  # lazy: imports Keras
 
         self.sync()
         arrays = {"step": np.array(step, np.int64)}
@@ -185,8 +184,6 @@ class Trainer(abc.ABC):
     def model_input(self, noisy, sigma=None):
         """``(n, h, w)`` crops on [0, 255] as the generator's input (with the noise-level
         channel of a ``sigma_map`` model, from ``sigma``), still on [0, 255]."""
-        from cryoem_denoise.pipeline import with_noise_level
-
         if self.cfg.model.sigma_map:
             if sigma is None or np.isnan(np.asarray(sigma, np.float64)).any():
                 raise ConfigError("this model takes a noise-level map: give each crop's sigma")
@@ -195,7 +192,7 @@ class Trainer(abc.ABC):
 
     def denoise_batch(self, noisy, sigma=None):
         """Generator on ``(n, h, w)`` noisy crops on [0, 255] → denoised on [0, 255]."""
-        import keras
+        import keras  # lazy: imports Keras
 
         self.sync()
         out = self.generator(to_model_scale(self.model_input(noisy, sigma)), training=False)

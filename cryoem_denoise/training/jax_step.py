@@ -4,16 +4,16 @@ The state of a run (both networks' trainable and non-trainable variables, both o
 variables) lives in a pytree of arrays outside the Keras variables while training; each step
 takes it and returns the next one (its buffers donated, so memory does not double). The step
 is the same WGAN step as TensorFlow's (:mod:`~cryoem_denoise.training.tf_step`) and uses the
-same losses (:mod:`cryoem_denoise.losses`): ``n_critic`` critic updates on chunks of
+same losses (:mod:`cryoem_denoise.model.losses`): ``n_critic`` critic updates on chunks of
 ``batch_size`` crops, each followed by clipping every critic weight to ``[-c, c]``, then one
 generator update on the last chunk. Under ``mixed_float16`` the losses are multiplied by the
 optimisers' dynamic loss scale and :class:`keras.optimizers.LossScaleOptimizer` unscales
 (and skips non-finite steps).
 
 Data never leaves the accelerator: the clean images sit there once
-(:func:`cryoem_denoise.pipeline.device_images`) and each step draws its crops, dihedral
+(:func:`cryoem_denoise.data.pipeline.device_images`) and each step draws its crops, dihedral
 augmentation and noise inside the jitted function from ``(seed, element index)``
-(:func:`cryoem_denoise.pipeline.jax_batch`), so the loop never waits on the host.
+(:func:`cryoem_denoise.data.pipeline.jax_batch`), so the loop never waits on the host.
 
 Several devices: Keras' distribution API (:class:`keras.distribution.DataParallel`): the
 variables are replicated, the batch is sharded over the devices, and XLA inserts the
@@ -22,8 +22,11 @@ BatchNorm on TensorFlow). Several hosts: ``strategy='multiworker'`` calls
 :func:`keras.distribution.initialize` (``jax.distributed``) first.
 """
 
-from cryoem_denoise import losses
+import numpy as np
+
+from cryoem_denoise.data import pipeline
 from cryoem_denoise.errors import ConfigError
+from cryoem_denoise.model import losses
 from cryoem_denoise.training.base import Trainer
 
 
@@ -33,8 +36,8 @@ def make_distribution(name):
     ``auto`` and ``mirrored`` use every local device (``auto`` only when there are
     several), ``default`` one device, ``multiworker`` every device of every host.
     """
-    import jax
-    import keras
+    import jax  # lazy: imports JAX
+    import keras  # lazy: imports Keras
 
     if name == "multiworker":
         keras.distribution.initialize()
@@ -59,7 +62,7 @@ class JaxTrainer(Trainer):
     """
 
     def __init__(self, cfg, distribution=None):
-        import jax
+        import jax  # lazy: imports JAX
 
         if distribution is None:
             distribution = make_distribution(cfg.train.strategy)
@@ -145,8 +148,8 @@ class JaxTrainer(Trainer):
         return loss * scale, (loss, adv, con, g_ntv, d_ntv)
 
     def _update_fn(self, state, noisy, clean):
-        import jax
-        import jax.numpy as jnp
+        import jax  # lazy: imports JAX
+        import jax.numpy as jnp  # lazy: imports JAX
 
         t = self.cfg.train
         if self.distribution is not None:
@@ -176,14 +179,14 @@ class JaxTrainer(Trainer):
         return new, metrics
 
     def _shard(self, batch):
-        import keras
+        import keras  # lazy: imports Keras
 
         layout = self.distribution.get_data_layout(batch.shape)
         return keras.distribution.distribute_tensor(batch, layout)
 
     def train_step(self, noisy, clean):
         """One step on an explicit batch (arrays on [0, 255]); returns device scalars."""
-        import jax.numpy as jnp
+        import jax.numpy as jnp  # lazy: imports JAX
 
         self._stale = True
         self.state, metrics = self._update(self.state, jnp.asarray(noisy, jnp.float32),
@@ -192,8 +195,7 @@ class JaxTrainer(Trainer):
 
     def denoise_batch(self, noisy, sigma=None):
         """Generator (inference mode, current state) on ``(n, h, w)`` crops on [0, 255]."""
-        import jax
-        import numpy as np
+        import jax  # lazy: imports JAX
 
         if self._infer is None:
             def infer(g_tv, g_ntv, tiles):
@@ -209,9 +211,7 @@ class JaxTrainer(Trainer):
     # -- the run's own data, drawn on the device -------------------------------------------
     def start(self, image_set, start_step):
         """Put the run's images on the device(s) and compile the data-drawing step."""
-        import jax
-
-        from cryoem_denoise import pipeline
+        import jax  # lazy: imports JAX
 
         self._data = pipeline.device_images(image_set, self.distribution)
         per_step = self.cfg.train.batch_size * self.cfg.train.n_critic
@@ -223,10 +223,8 @@ class JaxTrainer(Trainer):
         self._data_update = jax.jit(data_update, donate_argnums=0)
 
     def draw_batches(self, first_element, size, count):
-        import jax
-        import jax.numpy as jnp
-
-        from cryoem_denoise import pipeline
+        import jax  # lazy: imports JAX
+        import jax.numpy as jnp  # lazy: imports JAX
 
         draw = jax.jit(lambda data, first: pipeline.jax_batch(data, self.cfg, first, size)[0])
         for k in range(count):
@@ -234,7 +232,7 @@ class JaxTrainer(Trainer):
 
     def step(self, step):
         """One step on the crops of step ``step``; returns device scalars (no host wait)."""
-        import jax.numpy as jnp
+        import jax.numpy as jnp  # lazy: imports JAX
 
         self._stale = True
         self.state, metrics = self._data_update(self.state, self._data, jnp.int32(step))

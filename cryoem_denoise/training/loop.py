@@ -21,18 +21,21 @@ from pathlib import Path
 
 import numpy as np
 
-from cryoem_denoise import model_store, pipeline
+from cryoem_denoise.data import pipeline
 from cryoem_denoise.errors import ConfigError, InputError
-from cryoem_denoise.models import generator_flops
-from cryoem_denoise.progress import progress_bar
+from cryoem_denoise.evaluation.metrics import psnr, ssim
+from cryoem_denoise.io.atomic import write_text
+from cryoem_denoise.model import model_store
+from cryoem_denoise.model.models import generator_flops
+from cryoem_denoise.runtime.progress import progress_bar
+from cryoem_denoise.training.tensorboard import scalar_writer
+from cryoem_denoise.training.trainers import make_trainer
 
 LOSS_FIELDS = ("step", "g_loss", "g_adversarial", "g_content", "d_loss", "wasserstein",
                "images_per_s")
 
 
 def _validate_metrics(trainer, val, batch=8):
-    from cryoem_denoise.metrics import psnr, ssim
-
     noisy, clean, sigma = val
     denoised = np.concatenate([trainer.denoise_batch(noisy[i:i + batch], sigma[i:i + batch])
                                for i in range(0, len(noisy), batch)])
@@ -100,8 +103,6 @@ def fit(cfg, clean_paths, model_dir, *, noisy_paths=None, resume=False, overwrit
         Before any training time is spent: bad data, unwritable folder, resume of a
         finished run without a checkpoint or with an incompatible config.
     """
-    from cryoem_denoise.training import make_trainer
-
     cfg.validate()
     model_dir = Path(model_dir)
     ckpts = []
@@ -205,18 +206,12 @@ VALIDATION_REFERENCE = {
 }
 
 
-def saved_inputs(model_dir):
-    """``(clean_paths, noisy_paths)`` a model folder was trained on (for resuming)."""
-    inputs = model_store.load_metadata(model_dir).get("data", {}).get("inputs") or {}
-    return inputs.get("clean") or [], inputs.get("noisy")
-
-
 def _mean_rows(outs):
     """Means of a list of per-step metric dicts (device values) as Python floats.
 
     One transfer per metric: the device values are stacked where they are.
     """
-    import keras
+    import keras  # lazy: imports Keras
 
     return {k: float(keras.ops.convert_to_numpy(keras.ops.mean(keras.ops.stack(
         [o[k] for o in outs])))) for k in outs[0]}
@@ -224,7 +219,6 @@ def _mean_rows(outs):
 
 def _loop(trainer, cfg, train_set, val, inputs, model_dir, start_step, progress, stop_after,
           time_limit=None):
-    from cryoem_denoise.training.tensorboard import scalar_writer
 
     t = cfg.train
     per_step = t.batch_size * t.n_critic
@@ -297,8 +291,6 @@ def _loop(trainer, cfg, train_set, val, inputs, model_dir, start_step, progress,
 
 def _append_losses(path, row):
     """Append one row to the loss CSV (rewritten atomically; it stays small)."""
-    from cryoem_denoise.atomic import write_text
-
     old = path.read_text() if path.exists() else ""
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=LOSS_FIELDS, extrasaction="ignore")

@@ -8,6 +8,7 @@ set so that its own stub is used instead.
 """
 
 import sys
+import time
 import types
 
 
@@ -40,14 +41,17 @@ class ScalarWriter:
         if "tensorflow" not in sys.modules:
             sys.modules.setdefault("tensorboard.compat.notf",
                                    types.ModuleType("tensorboard.compat.notf"))
-        from tensorboard.summary.writer.event_file_writer import EventFileWriter
+        from tensorboard.summary.writer.event_file_writer import (
+            EventFileWriter,  # lazy: imports TensorBoard (TensorFlow where installed)
+        )
 
         self._writer = EventFileWriter(str(logdir))
 
     def scalar(self, tag, value, step):
-        import time
-
-        from tensorboard.compat.proto import event_pb2, summary_pb2
+        from tensorboard.compat.proto import (  # lazy: imports TensorBoard (TensorFlow where installed)
+            event_pb2,
+            summary_pb2,
+        )
 
         summary = summary_pb2.Summary(value=[summary_pb2.Summary.Value(
             tag=tag, simple_value=float(value))])

@@ -3,26 +3,27 @@
 One step on ``n_critic * batch_size`` crops:
 
 1. for each of the ``n_critic`` chunks of ``batch_size`` crops: the critic loss
-   (:func:`~cryoem_denoise.losses.critic_loss`), one optimiser update, then every critic
+   (:func:`~cryoem_denoise.model.losses.critic_loss`), one optimiser update, then every critic
    weight clipped to ``[-c, c]``;
-2. the generator loss (:func:`~cryoem_denoise.losses.generator_loss`) on the last chunk,
+2. the generator loss (:func:`~cryoem_denoise.model.losses.generator_loss`) on the last chunk,
    one optimiser update.
 
 Losses are averaged over the global batch, so a step on several replicas equals a step on
 one; clipping runs in cross-replica context, after the all-reduced update. Data comes from
-:func:`cryoem_denoise.pipeline.training_dataset` (``tf.data``), distributed by the strategy.
+:func:`cryoem_denoise.data.pipeline.training_dataset` (``tf.data``), distributed by the strategy.
 """
 
 import os
 
-from cryoem_denoise import losses
+from cryoem_denoise.data import pipeline
 from cryoem_denoise.errors import ConfigError
+from cryoem_denoise.model import losses
 from cryoem_denoise.training.base import Trainer
 
 
 def make_strategy(name):
     """A ``tf.distribute`` strategy by name (see :data:`cryoem_denoise.config.STRATEGIES`)."""
-    import tensorflow as tf
+    import tensorflow as tf  # lazy: imports TensorFlow
 
     if name == "auto":
         if os.environ.get("TF_CONFIG"):
@@ -51,7 +52,7 @@ class TFTrainer(Trainer):
     """
 
     def __init__(self, cfg, strategy=None):
-        import tensorflow as tf
+        import tensorflow as tf  # lazy: imports TensorFlow
 
         self.strategy = strategy or make_strategy(cfg.train.strategy)
         super().__init__(cfg, self.strategy.scope, self.strategy.num_replicas_in_sync,
@@ -66,8 +67,6 @@ class TFTrainer(Trainer):
     # -- data ----------------------------------------------------------------------------
     def start(self, image_set, start_step):
         """Draw the run's batches from ``tf.data``, beginning at ``start_step``."""
-        from cryoem_denoise import pipeline
-
         per_step = self.cfg.train.batch_size * self.cfg.train.n_critic
         dataset = pipeline.training_dataset(image_set, self.cfg,
                                             start_element=start_step * per_step)
@@ -75,8 +74,6 @@ class TFTrainer(Trainer):
         self._image_set = image_set
 
     def draw_batches(self, first_element, size, count):
-        from cryoem_denoise import pipeline
-
         dataset = pipeline.training_dataset(self._image_set, self.cfg, first_element, size)
         for noisy, _ in dataset.take(count):
             yield noisy.numpy()
@@ -92,7 +89,7 @@ class TFTrainer(Trainer):
         return opt.scale_loss(loss) if hasattr(opt, "scale_loss") else loss
 
     def _critic_replica(self, noisy, clean):
-        import tensorflow as tf
+        import tensorflow as tf  # lazy: imports TensorFlow
 
         cond = self.cfg.model.critic_conditional
         y, x = losses.to_model_scale(noisy), losses.to_model_scale(clean)
@@ -107,7 +104,7 @@ class TFTrainer(Trainer):
         return loss
 
     def _generator_replica(self, noisy, clean):
-        import tensorflow as tf
+        import tensorflow as tf  # lazy: imports TensorFlow
 
         cond = self.cfg.model.critic_conditional
         y, x = losses.to_model_scale(noisy), losses.to_model_scale(clean)
@@ -125,7 +122,7 @@ class TFTrainer(Trainer):
         return loss, adv, con
 
     def _clip_critic(self):
-        import tensorflow as tf
+        import tensorflow as tf  # lazy: imports TensorFlow
 
         c = self.cfg.train.clip
         for v in self.critic.trainable_variables:
@@ -133,7 +130,7 @@ class TFTrainer(Trainer):
 
     def _train_step(self, noisy, clean):
         """One WGAN step on a distributed batch of ``n_critic * batch_size`` crops."""
-        import tensorflow as tf
+        import tensorflow as tf  # lazy: imports TensorFlow
 
         s = self.strategy
         n = self.cfg.train.n_critic

@@ -1,0 +1,396 @@
+"""``apply`` over many files: planning outputs, denoising each file, the --sigma protocol.
+
+For each input file (MRC, TIFF or PNG: 2D image, stack section by section, or volume as a
+stack of sections) the denoised result is streamed into a memory-mapped output file (MRC or
+TIFF; a PNG is one image, kept in memory) with the input's voxel size and origin, then moved
+into place atomically; memory stays bounded by one batch of tiles plus the section(s) in
+flight, whatever the number or size of the files. Outputs are in the input's format unless
+another is asked for (:attr:`ApplyOptions.format`).
+
+With ``sigma`` (the paper's protocol) each section is taken as the clean reference: it is
+scaled to [0, 255], Gaussian noise of that sigma is added (seeded by the seed, the file name
+and the section, so sharding never changes it), the noisy image is written and denoised, and
+MAE/MSE/RMSE/PSNR/SSIM of the noisy and the denoised image against the reference are
+tabulated (``metrics.json``, ``metrics.csv``, ``metrics.md``).
+
+A file that cannot be read or written (bad file, full disk, ...) is reported and skipped;
+the others are still written.
+"""
+
+import contextlib
+import csv
+import io
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from cryoem_denoise.data.noise import add_protocol_noise, estimate_noise_level
+from cryoem_denoise.errors import ConfigError, CryoEMDenoiseError, OutputError
+from cryoem_denoise.evaluation import figures, metrics
+from cryoem_denoise.inference.denoiser import to_units
+from cryoem_denoise.io import image_io, mrc
+from cryoem_denoise.io.atomic import check_output_path, describe_os_error, write_text
+from cryoem_denoise.io.header import ImageHeader
+from cryoem_denoise.runtime.progress import progress_bar
+
+METRICS_FILES = ("metrics.json", "metrics.csv", "metrics.md")
+
+
+@dataclass
+class ApplyOptions:
+    """What ``apply`` writes and how."""
+
+    out_dir: Path
+    suffix: str = "_denoised"
+    dtype: str = "float32"
+    png: bool = False
+    sigma: float = None
+    seed: int = 0
+    overwrite: bool = False
+    skip_existing: bool = False
+    shard: tuple = (0, 1)
+    #: Output file format (``'mrc'``, ``'tiff'``, ``'png'``); ``None``: the input's.
+    format: str = None
+    #: Pixel size (Å) for outputs whose input has none or a placeholder (0 or 1.0 Å).
+    pixel_size: float = None
+    #: Noise sigma on [0, 255] for a model with a noise-level input; ``None``: estimated
+    #: per file (or ``sigma`` under the paper's protocol).
+    noise_level: float = None
+
+
+@dataclass
+class Job:
+    """One input file and the files it will produce (role → path)."""
+
+    source: Path
+    outputs: dict
+    skip: bool = False
+    #: The input's header, read once when planning (``None`` if it could not be read: the
+    #: file then fails, with the reason, when its turn comes).
+    header: ImageHeader = None
+
+
+@dataclass
+class Report:
+    """What a run did."""
+
+    done: list = field(default_factory=list)
+    skipped: list = field(default_factory=list)
+    failed: list = field(default_factory=list)  # (path, message)
+    rows: list = field(default_factory=list)    # metric rows (with --sigma)
+    seconds: float = 0.0
+    tiles: int = 0
+    noise_levels: list = field(default_factory=list)  # (path, sigma, how) for sigma_map models
+
+
+#: Sections a file's noise level is estimated from (evenly spaced; the median is used).
+NOISE_LEVEL_SECTIONS = 8
+
+
+def file_noise_level(sections, scale):
+    """Median noise sigma (on [0, 255]) of up to :data:`NOISE_LEVEL_SECTIONS` sections.
+
+    ``scale(k)`` gives section ``k``'s affine (file units → [0, 255]).
+    """
+    n = len(sections)
+    picks = np.unique(np.linspace(0, n - 1, min(n, NOISE_LEVEL_SECTIONS)).round().astype(int))
+    return float(np.median([estimate_noise_level(sections[k], scale(k)) for k in picks]))
+
+
+def noise_level_for(denoiser, sections, scale, options):
+    """``(sigma, how)`` the model's noise-level input gets for a file, or ``(None, None)``."""
+    if not denoiser.takes_noise_level:
+        return None, None
+    if options.sigma is not None:
+        return float(options.sigma), "known"
+    if options.noise_level is not None:
+        return float(options.noise_level), "given"
+    return file_noise_level(sections, scale), "estimated"
+
+
+def check_inference_options(tile, overlap, batch_size):
+    """Raise :class:`ConfigError` for tile, overlap or batch values that cannot work."""
+    if tile is not None and tile < 8:
+        raise ConfigError(f"--tile must be at least 8 pixels, got {tile}")
+    if overlap is not None and tile is not None and not 0 <= overlap <= tile // 2:
+        raise ConfigError(f"--overlap must be between 0 and half the tile ({tile // 2}), "
+                          f"got {overlap}")
+    if batch_size is not None and batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
+
+
+def check_pixel_size(pixel_size):
+    """Raise :class:`ConfigError` unless ``pixel_size`` is ``None`` or a plausible Å value."""
+    if pixel_size is not None and not (np.isfinite(pixel_size) and 0 < pixel_size <= 1e4):
+        raise ConfigError(f"--pixel-size must be a positive size in Å, got {pixel_size:g}")
+
+
+def parse_shard(text):
+    """``'K/N'`` → ``(K, N)`` with ``0 <= K < N`` (K as in ``$SLURM_ARRAY_TASK_ID``)."""
+    try:
+        k, n = (int(v) for v in str(text).split("/"))
+    except ValueError:
+        raise ConfigError(f"--shard must look like K/N (e.g. 0/4), got {text!r}") from None
+    if not (n >= 1 and 0 <= k < n):
+        raise ConfigError(f"--shard K/N needs 0 <= K < N, got {text!r}")
+    return k, n
+
+
+def split_name(path):
+    """``'emd_1.map.gz'`` → ``('emd_1', '.map')``: stem and extension (``.mrc`` if none)."""
+    stem, ext = image_io.split_name(path)
+    return stem, ext or ".mrc"
+
+
+def plan_jobs(files, options):
+    """Assign output paths, apply the shard, and check every output before any work.
+
+    Raises
+    ------
+    OutputError
+        An output would overwrite an input, two inputs map to one output, or an output
+        exists (without ``overwrite`` or ``skip_existing``).
+    """
+    k, n = options.shard
+    files = list(files)[k::n]
+    out_dir = Path(options.out_dir)
+    inputs = {Path(f).resolve() for f in files}
+    jobs, seen = [], {}
+    for f in files:
+        stem, _ = split_name(f)
+        try:
+            header = image_io.read_header(f)
+        except CryoEMDenoiseError:
+            header = None
+        fmt = options.format or (header.format if header else image_io.format_of_name(f))
+        outputs = {"denoised": out_dir / image_io.output_name(stem, options.suffix, fmt, f)}
+        if options.sigma is not None:
+            outputs["noisy"] = out_dir / image_io.output_name(stem, "_noisy", fmt, f)
+        if options.png:
+            if fmt != "png":  # a PNG output is its own preview
+                outputs["png"] = out_dir / f"{stem}{options.suffix}.png"
+            outputs["compare"] = out_dir / f"{stem}_compare.png"
+        for role, path in outputs.items():
+            if path.resolve() in inputs:
+                raise OutputError("would overwrite the input file (use another --out or --suffix)", path)
+            if path.resolve() in seen:
+                raise OutputError(f"both {seen[path.resolve()]} and {f} would be written here", path)
+            seen[path.resolve()] = f
+        skip = options.skip_existing and all(p.exists() for p in outputs.values())
+        if not skip:  # with --skip-existing a partly written job is redone over its leftovers
+            for path in outputs.values():
+                check_output_path(path, overwrite=options.overwrite or options.skip_existing,
+                                  protected=inputs)
+        jobs.append(Job(Path(f), outputs, skip, header))
+    if options.sigma is not None and not options.overwrite and not options.skip_existing:
+        for name in METRICS_FILES:
+            check_output_path(out_dir / name, overwrite=False)
+    return jobs
+
+
+def apply_file(denoiser, job, options, progress=None, noise_levels=None):
+    """Denoise one file as planned in ``job``; return its metric rows (with ``sigma``).
+
+    Parameters
+    ----------
+    denoiser : Denoiser
+        The model, with the scaling its training data had.
+    progress : callable, optional
+        Called with the number of tiles done after each batch.
+    noise_levels : list, optional
+        Receives ``(path, sigma, how)`` where the model takes a noise-level input.
+    """
+    rows = []
+    noise_levels = [] if noise_levels is None else noise_levels
+    with contextlib.ExitStack() as stack:
+        sections, header = stack.enter_context(image_io.open_sections(job.source, job.header))
+        header = header.with_pixel_size(options.pixel_size)
+        if not header.pixel_size_is_placeholder:
+            denoiser.check_pixel_size(header.pixel_size)
+        n, ny, nx = header.shape
+        shape = (ny, nx) if header.kind == "image" else (n, ny, nx)
+        fmt = options.format or header.format
+        common = dict(kind=header.kind, dtype=image_io.default_output_dtype(header, fmt, options.dtype),
+                      voxel_size=header.voxel_size, origin=header.origin,
+                      overwrite=options.overwrite or options.skip_existing, protected=[job.source])
+        out = stack.enter_context(image_io.create_image(
+            job.outputs["denoised"], shape, fmt, label=f"denoised from {job.source.name}",
+            **common))
+        out = out.reshape(n, ny, nx)
+        if options.sigma is not None:
+            noisy_out = stack.enter_context(image_io.create_image(
+                job.outputs["noisy"], shape, fmt,
+                label=f"{job.source.name} + noise sigma {options.sigma:g}", **common))
+            noisy_out = noisy_out.reshape(n, ny, nx)
+        in_flight = {}
+
+        # a clean reference (--sigma) is scaled like the training images, a noisy input
+        # like noisy images (DataConfig.noisy_intensity)
+        noisy_input = options.sigma is None
+
+        estimated = {}  # affines of the sections the noise level is estimated on, kept once
+
+        def scale(k):
+            if k in estimated:
+                return estimated.pop(k)
+            return denoiser.affine(sections[k], noisy=noisy_input)
+
+        def scale_kept(k):
+            estimated[k] = scale(k)
+            return estimated[k]
+
+        try:
+            level, how = noise_level_for(denoiser, sections, scale_kept, options)
+        except CryoEMDenoiseError as exc:
+            raise exc.with_path(job.source) from None
+        if level is not None:
+            noise_levels.append((job.source, level, how))
+
+        def prepare(k):
+            section = sections[k]
+            try:
+                mrc.check_section(section, job.source, k if n > 1 else None)
+                affine = scale(k)
+            except CryoEMDenoiseError as exc:
+                raise exc.with_path(job.source) from None
+            if options.sigma is None:
+                in_flight[k] = (affine, None, None)
+                return section, affine, level
+            clean = affine.forward(section)
+            if denoiser.config.data.intensity == "percentile":
+                np.clip(clean, 0, 255, out=clean)
+            noisy = add_protocol_noise(clean, options.sigma, options.seed, job.source.name, k)
+            noisy_out[k] = affine.inverse(noisy)
+            in_flight[k] = (affine, clean, noisy)
+            return noisy, None, level
+
+        def target(k):
+            # float32 outputs are stitched straight into the memory-mapped file
+            return out[k] if out.dtype == np.float32 else np.empty((ny, nx), np.float32)
+
+        def finish(k, result):
+            affine, clean, noisy = in_flight.pop(k)
+            if clean is not None:
+                row = {"file": job.source.name, "section": k}
+                for name, img in (("noisy", noisy), ("denoised", result)):
+                    for m, v in metrics.all_metrics(clean, img).items():
+                        row[f"{name}_{m}"] = v
+                rows.append(row)
+            to_units(result, affine)
+            if out.dtype != np.float32:
+                with np.errstate(over="ignore"):
+                    out[k] = result
+
+        denoiser.tiles.denoise_stream(n, (ny, nx), prepare, target, finish, progress)
+    if options.png:
+        _previews(job, options)
+    return rows
+
+
+def _first_section(path):
+    with image_io.open_sections(path) as (sections, _):
+        return np.array(sections[0], np.float32)
+
+
+def _previews(job, options):
+    denoised = _first_section(job.outputs["denoised"])
+    if "png" in job.outputs:
+        figures.save_panels(job.outputs["png"], [("denoised", denoised)], overwrite=True,
+                            protected=[job.source])
+    panels = [("clean (input)" if options.sigma is not None else "input",
+               _first_section(job.source))]
+    if options.sigma is not None:
+        panels.append((f"noisy (sigma {options.sigma:g})", _first_section(job.outputs["noisy"])))
+    panels.append(("denoised", denoised))
+    figures.save_panels(job.outputs["compare"], panels, overwrite=True, protected=[job.source],
+                        shared_contrast=options.sigma is not None)
+
+
+def run_jobs(denoiser, jobs, options, progress=False):
+    """Run planned jobs; a failing file is reported in the :class:`Report` and skipped."""
+    report = Report()
+    todo = [j for j in jobs if not j.skip]
+    report.skipped = [j.source for j in jobs if j.skip]
+    total_tiles = 0
+    for j in todo:
+        if j.header is not None:
+            total_tiles += j.header.n_sections * denoiser.tiles.count_tiles(j.header.section_shape)
+    started = time.perf_counter()
+    bar = progress_bar(total_tiles, f"apply ({len(todo)} files)", "tile", progress)
+    for job in todo:
+        bar.set_postfix_str(job.source.name)
+        try:
+            report.rows.extend(apply_file(denoiser, job, options, bar.update,
+                                          report.noise_levels))
+            report.done.append(job.source)
+        except CryoEMDenoiseError as exc:
+            report.failed.append((job.source, str(exc.with_path(job.source))))
+        except OSError as exc:  # not foreseen as one of ours, but still only this file's
+            where = exc.filename or job.source
+            report.failed.append((job.source, f"{where}: {describe_os_error(exc)}"))
+        except MemoryError:
+            report.failed.append((job.source, f"{job.source}: out of memory"))
+    bar.close()
+    report.seconds = time.perf_counter() - started
+    report.tiles = total_tiles
+    if options.sigma is not None and (report.rows or report.skipped):
+        write_metrics(options.out_dir, report.rows, options)
+    return report
+
+
+def summarise(rows):
+    """Per-file means and the overall mean of metric rows."""
+    keys = [k for k in rows[0] if k not in ("file", "section")] if rows else []
+    per_file = {}
+    for r in rows:
+        per_file.setdefault(r["file"], []).append(r)
+    files = [{"file": f, "sections": len(rs), **{k: float(np.mean([r[k] for r in rs])) for k in keys}}
+             for f, rs in per_file.items()]
+    overall = {"file": "mean", "sections": len(rows),
+               **{k: float(np.mean([r[k] for r in rows])) for k in keys}}
+    spread = {k: float(np.std([r[k] for r in rows])) for k in keys}
+    return files, overall, spread
+
+
+def write_metrics(out_dir, rows, options):
+    """Write metrics.json/.csv/.md for the --sigma protocol (merging rows of skipped files)."""
+    out_dir = Path(out_dir)
+    old = out_dir / "metrics.json"
+    if options.skip_existing and old.exists():
+        done = {r["file"] for r in rows}
+        rows = [r for r in json.loads(old.read_text())["rows"] if r["file"] not in done] + rows
+    if not rows:
+        return
+    files, overall, spread = summarise(rows)
+    record = {"sigma": options.sigma, "seed": options.seed, "scale": "[0, 255]",
+              "rows": rows, "per_file": files, "mean": overall, "std": spread}
+    overwrite = options.overwrite or options.skip_existing
+    write_text(out_dir / "metrics.json", json.dumps(record, indent=2) + "\n", overwrite=overwrite)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(out_dir / "metrics.csv", buf.getvalue(), overwrite=overwrite)
+    write_text(out_dir / "metrics.md", metrics_markdown(files, overall, spread, options.sigma),
+               overwrite=overwrite)
+
+
+def metrics_markdown(files, overall, spread, sigma):
+    """A Markdown table: metrics of the noisy and denoised images, per file and mean."""
+    names = [("mae", "MAE ↓"), ("mse", "MSE ↓"), ("rmse", "RMSE ↓"), ("psnr", "PSNR ↑ (dB)"),
+             ("ssim", "SSIM ↑")]
+    lines = [f"Gaussian noise sigma = {sigma:g} on the [0, 255] scale; "
+             f"{overall['sections']} image(s).", "",
+             "| metric | noisy | denoised |", "|---|---|---|"]
+    for key, label in names:
+        lines.append(f"| {label} | {overall['noisy_' + key]:.4g} ± {spread['noisy_' + key]:.2g} "
+                     f"| {overall['denoised_' + key]:.4g} ± {spread['denoised_' + key]:.2g} |")
+    lines += ["", "| file | images | PSNR noisy | PSNR denoised | SSIM noisy | SSIM denoised |",
+              "|---|---|---|---|---|---|"]
+    for f in files:
+        lines.append(f"| {f['file']} | {f['sections']} | {f['noisy_psnr']:.2f} | "
+                     f"{f['denoised_psnr']:.2f} | {f['noisy_ssim']:.3f} | {f['denoised_ssim']:.3f} |")
+    return "\n".join(lines) + "\n"

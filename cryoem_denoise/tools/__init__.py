@@ -1,0 +1,1 @@
+"""Developer tools (``python -m cryoem_denoise.tools.imports``)."""
