@@ -1,15 +1,16 @@
 # Two commands do all the set-up on a fresh machine:
 #   make demo   - virtual environment, install, sample data, then the main job on a default
-#   make test   - the same set-up, then the test suite
+#   make test   - the same set-up, then the docs build and the whole test suite (CI)
+# For developers: make test-fast (the tests not marked slow, a few minutes).
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-EXTRAS ?= cpu,jax,test
+EXTRAS ?= cpu,jax,test,docs
 DEMO_OUT ?= demo-out
 DEMO_STEPS ?= 300
 
-.PHONY: demo test install data benchmarks clean
+.PHONY: demo test test-fast install data docs benchmarks clean
 
 $(STAMP): setup.cfg setup.py constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,12 +34,20 @@ demo: data
 		--out $(DEMO_OUT)/micrograph --overwrite
 	@echo "demo: figures in $(DEMO_OUT)/sigma40/simulated_compare.png and $(DEMO_OUT)/micrograph/epu2.9_example_compare.png"
 
+# The documentation site (docs/, mkdocs.yml): results tables rendered from benchmarks/results/.
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict -q -d build/docs
+
 # The suite on TensorFlow, then the backend tests again on JAX with TensorFlow hidden (as if
 # it were not installed: tests/hide_modules/sitecustomize.py).
-test: data
+test: data docs
 	$(BIN)/python -m pytest -q --durations=15
 	KERAS_BACKEND=jax CRYOEM_DENOISE_HIDE_MODULES=tensorflow PYTHONPATH=$(CURDIR)/tests/hide_modules \
 		$(BIN)/python -m pytest -q -m backends --durations=10
+
+# The tests not marked slow (pytest -m "not slow"): a quick check while working.
+test-fast: data
+	$(BIN)/python -m pytest -q -m "not slow" --durations=5
 
 BENCHMARKS ?= training apply simulate evaluate quality
 

@@ -1,4 +1,4 @@
-"""Ablation of issue 10's options: each arm adds one change, all on the same training budget.
+"""Ablation of the quality recipe's options: each arm adds one change, all on the same training budget.
 
 Run: ``.venv/bin/python benchmarks/bench_ablation.py`` (about an hour on 2 CPU cores with the
 defaults; ``--steps`` sizes it; finished arms are reused, interrupted ones resumed).
@@ -39,7 +39,7 @@ cycles/px) of the output over the input's (``cryoem_denoise.evaluation.quality``
 model's own scaling of noisy inputs (``Denoiser.scale``) and with ``robust`` scaling.
 
 Results: ``benchmarks/results/ablation.json`` (config of every arm, versions, backend,
-hardware, seed), ``ablation.md`` (the README's table) and ``ablation.png``.
+hardware, seed), ``ablation.md`` (the table in docs/results/quality.md) and ``ablation.png``.
 """
 
 import argparse
@@ -227,7 +227,7 @@ def _ordered(arms):
 
 
 def table(results):
-    """The README's markdown table."""
+    """The ablation as a Markdown table."""
     b = results["bm3d"]
     head = ["arm"] + [f"σ={s:g} PSNR (Δ BM3D)" for s in SIGMAS] + \
         [f"σ={s:g} SSIM (BM3D)" for s in (10.0, 80.0)] + ["gain σ=40", "checkerboard", "HF ratio",

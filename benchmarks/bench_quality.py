@@ -10,7 +10,7 @@ Two test sets, the paper's protocol (test images like the training ones, never t
   trained on, see ``bench_ablation.py`` and ``bench_heldout.py``;
 * real: 8 crops of 256² from the bottom rows of the two sample micrographs. The reference
   is the noisy micrograph itself, so a model that also removes the micrograph's own noise
-  scores low there: the paper's protocol, reported, not a goal (README, Table 1).
+  scores low there: the paper's protocol, reported, not a goal (docs/results/quality.md).
 
 Both are scored at sigma = 10, 25, 40, 80 by `evaluate`; tables, figures and JSON go to
 ``benchmarks/results/quality/{simulated,real}/``. The goal checked and printed: GAN PSNR at

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU benchmark of issue 9, for a machine with JAX but no TensorFlow (run there, in the
+# The GPU backend benchmark (bench_backends.py), for a machine with JAX but no TensorFlow (run there, in the
 # repository root, after scripts/device_wheels.sh here; carry .whl and .device-data).
 # Writes benchmarks/results/backends_gpu.json (and a copy into $OUT when set).
 # Test it on CPU JAX first: SMALL=1 bash benchmarks/device_run.sh

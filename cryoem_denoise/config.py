@@ -439,7 +439,7 @@ def paper_config():
 
 def quality_config():
     """The shipped model's recipe: what the ablation (``benchmarks/bench_ablation.py``,
-    README "Quality") measured best within a 20 MiB generator.
+    docs/results/quality.md) measured best within a 20 MiB generator.
 
     Changes from the paper, each one of its own options: a residual U-Net with 16 filters and
     depth 7 on 128-pixel crops (under 20 MiB of weights) without dropout, resize-convolution

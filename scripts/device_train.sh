@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Train the shipped model's recipe (scripts/train_default_model.sh) on a GPU machine
-# that has JAX but no TensorFlow, no Keras and no package index (README, "Backends and GPUs").
+# that has JAX but no TensorFlow, no Keras and no package index (docs/install.md, "Backends and GPUs").
 #
 # Here first:  scripts/device_wheels.sh train  (wheels into .whl, the training structures,
 #                                               gzipped, into .device-data; both git-ignored)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Wheels and data for a GPU machine that has JAX (CUDA) but no TensorFlow, no Keras and no
-# package index (see the README, "Backends and GPUs"). Run here, in the repository root; then
+# package index (see docs/install.md, "Backends and GPUs"). Run here, in the repository root; then
 # carry .whl and .device-data to that machine and run the device script there:
 #   scripts/device_wheels.sh bench   the 4096² micrograph, for benchmarks/device_run.sh
 #   scripts/device_wheels.sh train   the 7 training structures, for scripts/device_train.sh

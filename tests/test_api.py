@@ -32,6 +32,10 @@ def test_no_import_cycles_and_no_hidden_package_imports():
     assert "cryoem_denoise.inference.denoiser" in graph
     assert imports.import_cycles(graph) == []
     assert imports.function_level_imports(graph) == []
+    assert imports.layer_violations(graph) == []
+    # an import from a higher layer is caught
+    assert imports.layer_violations({"cryoem_denoise.io.mrc": {"cryoem_denoise.model.models": False}}) \
+        == [("cryoem_denoise.io.mrc", "cryoem_denoise.model.models")]
     # the checker sees a cycle when there is one
     assert imports.import_cycles({"a": {"b": False}, "b": {"a": True}}) == [["a", "b"]]
 

@@ -120,7 +120,8 @@ class _Group(click.Group):
               help="Keras backend to compute with (the same as KERAS_BACKEND)  [tensorflow]")
 @click.pass_context
 def cli(ctx, debug, backend):
-    """Denoise cryo-EM images (MRC/MRCS) with a Wasserstein GAN (Ouyang et al., 2020)."""
+    """Denoise cryo-EM images (MRC, TIFF, PNG): a Keras reimplementation of the Wasserstein GAN
+    of Ouyang et al. (2020), and a shipped model trained with the recipe that measured best."""
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
     if backend:

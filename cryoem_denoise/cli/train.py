@@ -57,7 +57,7 @@ def _build_fit_config(base, experiment, options):
 @click.option("--tiny", is_flag=True, help="Small, fast preset (64x64 tiles, 8 filters) for trials.")
 @click.option("--preset", type=click.Choice(list(PRESETS)),
               help="Named recipe: 'paper' (the paper's model and losses, the default) or "
-                   "'quality' (the shipped model's recipe; see the README's ablation).")
+                   "'quality' (the shipped model's recipe; see docs/results/quality.md).")
 @click.option("--experiment", type=click.Choice(["1011", "1010", "1009", "1005"]),
               help="Optimisers of one of the paper's Table 2 experiments.")
 @click.option("--simulate", "sim_sources", multiple=True, type=click.Path(),
@@ -82,7 +82,10 @@ def _build_fit_config(base, experiment, options):
 def fit(inputs, out, noisy, config_file, tiny, preset, experiment, sim_sources, noise2noise,
         self_supervised, resume, overwrite, stop_after, quiet, sim_preset, max_minutes,
         **options):
-    """Train the WGAN denoiser on clean MRC INPUTS (files or folders) into --out.
+    """Train a denoiser on clean image INPUTS (files or folders) into --out.
+
+    By default the paper's Wasserstein GAN (--preset paper); --preset quality is the recipe
+    of the shipped model (a residual U-Net trained without the critic).
 
     Noise of --sigma is added on the fly (the paper's protocol); with --noisy, pairs are
     used as they are. --simulate adds fields simulated from a structure (generated once

@@ -31,7 +31,8 @@ from cryoem_denoise.data.noise import estimate_sigma
 from cryoem_denoise.errors import ConfigError, InputError
 from cryoem_denoise.evaluation.metrics import high_frequency_power, nyquist_power
 
-#: Goals of issue 10.
+#: Goals for real micrographs and tiling: no checkerboard, no high-frequency excess, tile
+#: grids that agree (docs/results/quality.md).
 CHECKERBOARD_GOAL = 1.0
 HIGH_FREQUENCY_GOAL = 0.5
 TILING_GOAL = 0.05

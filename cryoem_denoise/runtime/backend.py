@@ -21,7 +21,7 @@ from cryoem_denoise.runtime.cache import cache_dir
 #: Backends the package runs on, the first one the default.
 SUPPORTED = ("tensorflow", "jax")
 
-#: The pip extra that installs each backend (CPU builds; see the README for GPUs).
+#: The pip extra that installs each backend (CPU builds; see docs/install.md for GPUs).
 _EXTRA = {"tensorflow": "cpu", "jax": "jax"}
 
 
@@ -155,7 +155,7 @@ def enable_determinism():
 
         tf.config.experimental.enable_op_determinism()
     # XLA on CPU is deterministic; on GPUs JAX needs --xla_gpu_deterministic_ops, which must
-    # be set before JAX starts: the README says how.
+    # be set before JAX starts: docs/install.md says how.
 
 
 def set_random_seed(seed):

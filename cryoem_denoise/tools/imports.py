@@ -10,12 +10,30 @@ import ast
 import sys
 from pathlib import Path
 
-__all__ = ["module_imports", "import_cycles", "function_level_imports", "main"]
+__all__ = ["module_imports", "import_cycles", "function_level_imports", "layer_violations",
+           "main"]
 
 PACKAGE = "cryoem_denoise"
 #: Modules that import one backend (TensorFlow or JAX) at their top: importing them inside a
 #: function is a lazy import of that backend, which is allowed.
 BACKEND_MODULES = ("cryoem_denoise.training.tf_step", "cryoem_denoise.training.jax_step")
+#: Each subpackage's layer (docs/architecture.md): a module imports from its own
+#: subpackage, or from a lower layer; ``training`` and ``inference`` share a layer and do not
+#: import each other.
+LAYERS = {"errors": 0, "config": 0, "io": 1, "runtime": 1, "data": 1, "model": 2,
+          "training": 3, "inference": 3, "evaluation": 4, "cli": 5, "tools": 5}
+#: The documented exceptions: ``config`` validates with two leaves of ``data`` that import
+#: only ``errors``; ``metrics`` and ``figures`` (leaves importing only ``errors`` and
+#: ``io.atomic``) serve validation scores, ``apply --sigma`` metrics, previews and FRC.
+ALLOWED_UPWARD = {
+    ("cryoem_denoise.config", "cryoem_denoise.data.intensity"),
+    ("cryoem_denoise.config", "cryoem_denoise.data.noise"),
+    ("cryoem_denoise.inference.apply_files", "cryoem_denoise.evaluation.metrics"),
+    ("cryoem_denoise.inference.apply_files", "cryoem_denoise.evaluation.figures"),
+    ("cryoem_denoise.inference.halves", "cryoem_denoise.evaluation.metrics"),
+    ("cryoem_denoise.inference.halves", "cryoem_denoise.evaluation.figures"),
+    ("cryoem_denoise.training.loop", "cryoem_denoise.evaluation.metrics"),
+}
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -127,17 +145,42 @@ def function_level_imports(graph=None):
                   and t not in BACKEND_MODULES)
 
 
+def _layer(module):
+    parts = module.split(".")
+    sub = parts[1] if len(parts) > 1 else ""
+    return LAYERS.get(sub, max(LAYERS.values()) + 1), sub
+
+
+def layer_violations(graph=None):
+    """``(module, imported)`` pairs that import upwards (or across ``training`` and
+    ``inference``), less :data:`ALLOWED_UPWARD`."""
+    graph = module_imports() if graph is None else graph
+    found = []
+    for module, edges in sorted(graph.items()):
+        level, sub = _layer(module)
+        for target in sorted(edges):
+            t_level, t_sub = _layer(target)
+            if (t_level > level or (t_level == level and t_sub != sub and level == LAYERS["training"])) \
+                    and (module, target) not in ALLOWED_UPWARD:
+                found.append((module, target))
+    return found
+
+
 def main(argv=None):
     graph = module_imports()
     cycles = import_cycles(graph)
     lazy = function_level_imports(graph)
+    upward = layer_violations(graph)
     for cycle in cycles:
         print("cycle: " + " <-> ".join(cycle))
     for module, target in lazy:
         print(f"function-level import: {module} imports {target}")
+    for module, target in upward:
+        print(f"upward import: {module} imports {target} (see LAYERS)")
     print(f"{len(graph)} modules, {sum(map(len, graph.values()))} imports between them, "
-          f"{len(cycles)} cycle(s), {len(lazy)} function-level import(s) of package modules")
-    return 1 if cycles or lazy else 0
+          f"{len(cycles)} cycle(s), {len(lazy)} function-level import(s) of package modules, "
+          f"{len(upward)} upward import(s)")
+    return 1 if cycles or lazy or upward else 0
 
 
 if __name__ == "__main__":
