@@ -10,7 +10,7 @@ EXTRAS ?= cpu,jax,test,docs
 DEMO_OUT ?= demo-out
 DEMO_STEPS ?= 300
 
-.PHONY: demo test test-fast install data docs benchmarks clean
+.PHONY: demo test test-fast install data docs benchmarks fuzz clean
 
 $(STAMP): setup.cfg setup.py constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -48,6 +48,11 @@ test: data docs
 # The tests not marked slow (pytest -m "not slow"): a quick check while working.
 test-fast: data
 	$(BIN)/python -m pytest -q -m "not slow" --durations=5
+
+# The readers' fuzzer, long: 100,000 mutated MRC, TIFF and PNG files (make test runs a
+# bounded part of it); writes benchmarks/results/fuzz_images.json.
+fuzz: data
+	$(BIN)/python benchmarks/bench_fuzz.py --examples 100000
 
 BENCHMARKS ?= training apply simulate evaluate quality
 

@@ -9,6 +9,7 @@ try the other.
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from numbers import Real
 
@@ -25,7 +26,8 @@ SIGMA_DRAWS = ("uniform", "log_uniform")
 LOSS_WEIGHTINGS = ("none", "inverse_sigma", "inverse_variance")
 
 def option(default=None, help="", *, name=None, off=None, choices=None, kind=None,
-           metavar=None, default_text=None):
+           metavar=None, default_text=None, low=None, high=None, low_open=False,
+           high_open=False):
     """A setting that is also a command-line option: its help text is declared here, once.
 
     The ``fit`` command's options are generated from these fields
@@ -49,10 +51,15 @@ def option(default=None, help="", *, name=None, off=None, choices=None, kind=Non
     metavar : str, optional
     default_text : str, optional
         Shown in ``--help`` instead of the default value.
+    low, high : float, optional
+        The range a number given on the command line must lie in (checked when it is
+        parsed; ``low_open``/``high_open``: the bound itself excluded); numbers must be
+        finite.
     """
     return field(default=default, metadata={"cli": {
         "help": help, "name": name, "off": off, "choices": choices, "kind": kind,
-        "metavar": metavar, "default_text": default_text}})
+        "metavar": metavar, "default_text": default_text,
+        "range": (low, high, low_open, high_open)}})
 
 
 #: The paper's Table 2 optimiser experiments: (G optimiser, G lr, D optimiser, D lr).
@@ -74,12 +81,13 @@ class ModelConfig:
     channel. The critic is pix2pix's 70x70 PatchGAN with a linear output.
     """
 
-    tile: int = option(256, "Training tile side (divisible by 2**depth)")
+    tile: int = option(256, low=1, help="Training tile side (divisible by 2**depth)")
     channels: int = 1
-    ngf: int = option(64, "Generator filters in the first layer")
-    depth: int = option(8, "U-Net encoder blocks (8: pix2pix's unet_256)")
+    ngf: int = option(64, low=1, help="Generator filters in the first layer")
+    depth: int = option(8, low=1, help="U-Net encoder blocks (8: pix2pix's unet_256)")
     max_mult: int = 8               # filters stop growing at ngf * max_mult
-    dropout: float = option(0.5, "Dropout on the first dropout_blocks decoder blocks")
+    dropout: float = option(0.5, low=0, high=1, high_open=True,
+                            help="Dropout on the first dropout_blocks decoder blocks")
     dropout_blocks: int = 3
     residual: bool = option(False, "Global residual learning: output = input - predicted noise")
     upsample: str = option(
@@ -90,27 +98,51 @@ class ModelConfig:
     sigma_map: bool = option(
         False, "A noise-level map (FFDNet-style) as a second input channel: sigma known in "
         "training, given or estimated by `apply`")
-    ndf: int = option(64, "Critic filters in the first layer")
-    critic_layers: int = option(3, "PatchGAN layers (3: a 70x70 receptive field)")
+    ndf: int = option(64, low=1, help="Critic filters in the first layer")
+    critic_layers: int = option(3, low=1, help="PatchGAN layers (3: a 70x70 receptive field)")
     critic_conditional: bool = option(
         True, "The critic sees the noisy input beside the candidate", off="critic-unconditional",
         default_text="conditional")
     critic_norm: str = "batch"      # 'batch' (pix2pix) or 'none'
 
+    #: Bounds far beyond any model that fits in memory: a damaged config.json fails in one
+    #: line instead of building a network of billions of weights.
+    MAX_DEPTH = 16
+    MAX_FILTERS = 4096
+    MAX_CHANNELS = 64
+
     def validate(self):
-        if self.depth < 1 or self.tile % (2 ** self.depth):
+        if not 1 <= self.depth <= self.MAX_DEPTH:
+            raise ConfigError(f"model depth must be in 1-{self.MAX_DEPTH}, got {self.depth}")
+        if self.tile < 2 ** self.depth:
+            raise ConfigError(f"tile {self.tile} must be at least 2**depth = {2 ** self.depth} "
+                              "(and divisible by it)")
+        if self.tile % (2 ** self.depth):
             raise ConfigError(f"tile {self.tile} must be divisible by 2**depth = {2 ** self.depth}")
         for name in ("ngf", "ndf", "channels", "max_mult"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"model {name} must be at least 1")
+        if self.channels > self.MAX_CHANNELS:
+            raise ConfigError(f"model channels must be at most {self.MAX_CHANNELS}, "
+                              f"got {self.channels}")
+        if not 1 <= self.critic_layers <= self.MAX_DEPTH:
+            raise ConfigError(f"critic_layers must be in 1-{self.MAX_DEPTH}, "
+                              f"got {self.critic_layers}")
+        widest = {"generator": self.ngf * min(2 ** (self.depth - 1), self.max_mult),
+                  "critic": self.ndf * min(2 ** self.critic_layers, 8)}
+        for net, filters in widest.items():
+            if filters > self.MAX_FILTERS:
+                raise ConfigError(f"the {net}'s widest layer would have {filters} filters "
+                                  f"(at most {self.MAX_FILTERS}): lower "
+                                  f"{'ngf or max_mult' if net == 'generator' else 'ndf'}")
+        if self.dropout_blocks < 0:
+            raise ConfigError(f"dropout_blocks must not be negative, got {self.dropout_blocks}")
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.upsample not in UPSAMPLING:
             raise ConfigError(f"upsample must be one of {', '.join(UPSAMPLING)}, got {self.upsample!r}")
         if self.critic_norm not in ("batch", "none"):
             raise ConfigError(f"critic_norm must be 'batch' or 'none', got {self.critic_norm!r}")
-        if self.critic_layers < 1:
-            raise ConfigError("critic_layers must be at least 1")
 
 
 @dataclass
@@ -129,7 +161,8 @@ class DataConfig:
     percentiles: tuple = (0.1, 99.9)
     augment: bool = option(True, "Random flips and 90-degree rotations of crops")
     validation_fraction: float = option(
-        0.1, "Held-out share of the data (whole sections, or a band of rows)")
+        0.1, low=0, high=1, high_open=True,
+        help="Held-out share of the data (whole sections, or a band of rows)")
     validation_tiles: int = 16      # fixed noisy/clean crops scored during training
     min_side_fraction: float = 0.5  # images smaller than this x tile are refused, not padded
     # what the images are: 'clean' targets with synthetic noise added (the paper),
@@ -137,7 +170,8 @@ class DataConfig:
     # halves of each exposure, or 'self_supervised' single noisy exposures
     mode: str = "clean"
     swap_pairs: bool = False        # noise2noise: swap input and target halves at random
-    subsample_draws: int = option(4, "--self-supervised: sub-sampled pairs drawn per image")
+    subsample_draws: int = option(4, low=1,
+                                  help="--self-supervised: sub-sampled pairs drawn per image")
 
     def validate(self):
         if self.mode not in DATA_MODES:
@@ -156,6 +190,16 @@ class DataConfig:
                               f"got {self.noisy_intensity!r}")
         if not 0 <= self.validation_fraction < 1:
             raise ConfigError("validation_fraction must be in [0, 1)")
+        if not _pair_of_numbers(self.percentiles):
+            raise ConfigError(f"percentiles must be a (low, high) pair, got {self.percentiles!r}")
+        low, high = self.percentiles
+        if not 0 <= low < high <= 100:
+            raise ConfigError(f"percentiles must satisfy 0 <= low < high <= 100, "
+                              f"got {low}:{high}")
+        if self.validation_tiles < 0:
+            raise ConfigError(f"validation_tiles must not be negative, got {self.validation_tiles}")
+        if not 0 < self.min_side_fraction <= 1:
+            raise ConfigError(f"min_side_fraction must be in (0, 1], got {self.min_side_fraction}")
 
     def scaling(self, noisy=False):
         """``(method, percentiles)`` that scale a clean image, or a ``noisy`` one, to [0, 255]."""
@@ -168,17 +212,18 @@ class DataConfig:
 class TrainConfig:
     """The WGAN optimisation: losses, optimisers, precision, distribution, bookkeeping."""
 
-    steps: int = option(10000, "Generator steps in all")
-    batch_size: int = option(4, "Global batch size (split across replicas)")
+    steps: int = option(10000, low=1, help="Generator steps in all")
+    batch_size: int = option(4, low=1, help="Global batch size (split across replicas)")
     g_optimizer: str = option("adam", "Generator optimiser (the paper: Adam)", choices=OPTIMIZERS)
-    g_lr: float = option(1e-4, "Generator learning rate")
+    g_lr: float = option(1e-4, low=0, low_open=True, help="Generator learning rate")
     d_optimizer: str = option(
         "sgd", "Critic optimiser (the paper: SGD, experiment 1011)", choices=OPTIMIZERS)
-    d_lr: float = option(1e-5, "Critic learning rate")
+    d_lr: float = option(1e-5, low=0, low_open=True, help="Critic learning rate")
     adam_beta1: float = 0.5         # pix2pix's Adam beta1 (the paper does not say)
-    clip: float = option(0.001, "Critic weight clipping c: every critic weight in [-c, c]")
-    n_critic: int = option(1, "Critic updates per generator update")
-    gray_lambda: float = option(0.1, "Weight lambda of the gray constraint (Eq. 5)")
+    clip: float = option(0.001, low=0, low_open=True,
+                         help="Critic weight clipping c: every critic weight in [-c, c]")
+    n_critic: int = option(1, low=1, help="Critic updates per generator update")
+    gray_lambda: float = option(0.1, low=0, help="Weight lambda of the gray constraint (Eq. 5)")
     gray_scale: str = option(
         "model", "Gray constraint on the model's [-1,1] scale or on [0,255]",
         choices=("model", "unit255"))
@@ -206,10 +251,10 @@ class TrainConfig:
         "auto", "Devices: auto (all GPUs), default (one), mirrored (all local), multiworker "
         "(all hosts)", choices=STRATEGIES)
     deterministic: bool = True      # TF op determinism: same seed -> same weights
-    seed: int = option(0, "Random seed")
-    log_every: int = option(500, "Steps between loss records (CSV, TensorBoard)")
-    validate_every: int = option(1000, "Steps between validation scores")
-    checkpoint_every: int = option(500, "Steps between checkpoints")
+    seed: int = option(0, low=0, help="Random seed")
+    log_every: int = option(500, low=1, help="Steps between loss records (CSV, TensorBoard)")
+    validate_every: int = option(1000, low=1, help="Steps between validation scores")
+    checkpoint_every: int = option(500, low=1, help="Steps between checkpoints")
 
     def validate(self):
         for name in ("steps", "batch_size", "n_critic", "log_every", "validate_every",
@@ -224,6 +269,10 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         if self.gray_lambda < 0:
             raise ConfigError("gray_lambda must not be negative")
+        if not 0 <= self.adam_beta1 < 1:
+            raise ConfigError(f"adam_beta1 must be in [0, 1), got {self.adam_beta1}")
+        if not 0 <= self.seed < 2 ** 32:
+            raise ConfigError(f"seed must be in 0-{2 ** 32 - 1}, got {self.seed}")
         if self.bn_recalibration < 0:
             raise ConfigError(f"bn_recalibration must not be negative, got {self.bn_recalibration}")
         if self.gray_scale not in ("model", "unit255"):
@@ -272,7 +321,8 @@ class SimulationConfig:
     ice_length: float = 300.0       # ice correlation length, Å
     map_threshold: float = None     # density maps: voxels above this (default mean + std)
     fields: int = option(
-        600, "Fields simulated per --simulate source; for the built-in training set, in all, "
+        600, low=1, help="Fields simulated per --simulate source; for the built-in training set, "
+        "in all, "
         "split evenly over its structures", name="sim-fields")
 
     def range_of(self, name):
@@ -328,6 +378,9 @@ class SimulationConfig:
             raise ConfigError("voltage must be positive; Cs and B-factor not negative")
         if self.range_of("ice")[0] < 0:
             raise ConfigError(f"ice amplitude must not be negative, got {self.ice}")
+        if self.astigmatism_um < 0 or self.atom_blur < 0 or not self.ice_length > 0:
+            raise ConfigError("astigmatism and atom blur must not be negative, ice_length "
+                              "must be positive")
         lo, hi = self.range_of("particles")
         if lo < 1 or self.fields < 1:
             raise ConfigError("at least one particle per field and one field")
@@ -337,6 +390,31 @@ class SimulationConfig:
 
     def to_dict(self):
         return dataclasses.asdict(self)
+
+
+@dataclass
+class InferenceConfig:
+    """How ``apply`` runs a generator over an image (its fields are ``apply``'s options)."""
+
+    # 512/64 measured: two tile grids agree to 0.5-1.8 % of the correction (256/32: 1.9-4.9 %)
+    # in the same time (benchmarks/bench_tiling.py)
+    tile: int = option(
+        512, low=8, help="Tile side, a multiple of 2**depth (larger than trained is allowed); "
+        "images smaller than it get the smallest such tile that covers them")
+    overlap: int = option(
+        None, kind=int, low=0, default_text="tile / 8: 64",
+        help="Pixels shared by neighbouring tiles, blended linearly (at most half the tile)")
+    batch_size: int = option(
+        16, low=1, help="Tiles per generator call (fastest of 4, 8, 16 on 2 CPU cores)")
+    precision: str = option(
+        "auto", "auto: mixed_float16 on a GPU, float32 on a CPU", choices=PRECISIONS)
+    self_ensemble: bool = option(
+        False, "Average the outputs of the 8 rotations and mirrors of each tile (geometric "
+        "self-ensemble): 8x the time, lower error (held-out set: +0.1-0.3 dB)")
+
+    def __post_init__(self):
+        if self.overlap is None:
+            self.overlap = self.tile // 8 if self.tile and self.tile > 0 else 0
 
 
 #: The broad simulation the shipped model trains on: each setting drawn per field over the
@@ -393,30 +471,153 @@ class FitConfig:
 
     @classmethod
     def from_dict(cls, data):
-        """Build from a dict; unknown keys are an error (a typo must not pass silently)."""
-        parts = {}
-        for f in dataclasses.fields(cls):
-            sub_cls = f.default_factory
-            values = dict(data.get(f.name, {}))
-            known = {sf.name for sf in dataclasses.fields(sub_cls)}
-            extra = set(values) - known
-            if extra:
-                raise ConfigError(f"unknown {f.name} setting(s): {', '.join(sorted(extra))}")
-            for key in ("percentiles", *SimulationConfig.RANGES):
-                if isinstance(values.get(key), list):
-                    values[key] = tuple(values[key])
-            parts[f.name] = sub_cls(**values)
-        extra = set(data) - {f.name for f in dataclasses.fields(cls)}
-        if extra:
-            raise ConfigError(f"unknown config section(s): {', '.join(sorted(extra))}")
-        return cls(**parts)
+        """Build from a dict, checked against the schema (:func:`check_schema`).
+
+        Raises
+        ------
+        ConfigError
+            Not an object of known sections, an unknown setting, or a value of the wrong
+            type; the message names the setting (``model.depth must be an integer, got
+            'eight'``).
+        """
+        return cls(**{name: sub_cls(**values)
+                      for name, (sub_cls, values) in check_schema(cls, data).items()})
 
     @classmethod
-    def from_json(cls, text):
+    def from_json(cls, text, validate=True):
+        """Parse a ``config.json`` (its text or bytes), check its schema and, unless
+        ``validate`` is false, its values (:meth:`validate`).
+
+        Raises
+        ------
+        ConfigError
+            Not JSON, not the schema, or an invalid value: one line naming the setting.
+        """
+        if isinstance(text, (bytes, bytearray)):
+            try:
+                text = bytes(text).decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise ConfigError(f"not a config file: not UTF-8 text (byte {exc.start})") from None
         try:
-            return cls.from_dict(json.loads(text))
-        except (json.JSONDecodeError, TypeError) as exc:
-            raise ConfigError(f"invalid config JSON: {exc}") from None
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"not valid JSON ({exc.msg} at line {exc.lineno} column "
+                              f"{exc.colno})") from None
+        except (ValueError, RecursionError) as exc:  # a 5000-digit number, [[[[...]]]]
+            raise ConfigError(f"not valid JSON ({str(exc).splitlines()[0][:80]})") from None
+        cfg = cls.from_dict(data)
+        return cfg.validate() if validate else cfg
+
+
+# -- the schema of config.json -------------------------------------------------------------
+# Unknown keys are refused, not ignored with a warning: config.json decides the network that
+# is rebuilt and the computation a resumed run continues, so a setting this version does not
+# know (a typo in a hand-written config, or a folder written by a newer version with a
+# setting this one would silently drop) could load weights into a different model or resume
+# a different run. No setting has ever been removed, so every folder an earlier version
+# wrote loads (settings added since take their defaults).
+
+
+def _show(value):
+    """A value as a message shows it: short, on one line."""
+    text = json.dumps(value) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _names(keys):
+    """Setting names for a message: on one line, printable, a few at most."""
+    shown = [k if k.isprintable() and k and k.strip() == k else json.dumps(k)
+             for k in sorted(keys)]
+    return ", ".join(shown[:5]) + (f" and {len(shown) - 5} more" if len(shown) > 5 else "")
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _finite(value):
+    return not isinstance(value, float) or math.isfinite(value)
+
+
+def _pair_of_numbers(value):
+    return (isinstance(value, (list, tuple)) and len(value) == 2
+            and all(_is_number(v) and _finite(v) for v in value))
+
+
+def _check_value(where, fld, value, ranges=()):
+    """``value`` of setting ``fld`` as the dataclass takes it; :class:`ConfigError` if it
+    does not have the type of the field's declared default."""
+    kind = fld.type
+    if value is None and fld.default is None:
+        return None
+    orr = " or null" if fld.default is None else ""
+    if fld.name in ranges or kind is tuple:
+        if _is_number(value) and fld.name in ranges:
+            if not _finite(value):
+                raise ConfigError(f"{where} must be a finite number, got {_show(value)}")
+            return value
+        if _pair_of_numbers(value):
+            return tuple(value)
+        expected = "a number or a [low, high] pair" if fld.name in ranges else \
+            "a [low, high] pair of numbers"
+        raise ConfigError(f"{where} must be {expected}{orr}, got {_show(value)}")
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false{orr}, got {_show(value)}")
+        return value
+    if kind is int:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ConfigError(f"{where} must be an integer{orr}, got {_show(value)}")
+        return value
+    if kind is float:
+        if not _is_number(value):
+            raise ConfigError(f"{where} must be a number{orr}, got {_show(value)}")
+        if not _finite(value):
+            raise ConfigError(f"{where} must be a finite number, got {_show(value)}")
+        return float(value)
+    if kind is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} must be a string{orr}, got {_show(value)}")
+        return value
+    raise TypeError(f"no schema for {where} of type {kind!r}")  # a new field type: a bug
+
+
+def check_schema(cls, data):
+    """Check a config dict (parsed ``config.json``) against the dataclass ``cls`` made of
+    sections: ``{section: (section class, {field: value})}`` with each value of its field's
+    type (as the dataclass takes it: lists of ranges as tuples, ints of float fields as
+    floats). Missing sections and settings take their defaults.
+
+    The type of a setting is that of its declared default: an integer, a number (integers
+    accepted), true/false, a string, null where the default is null, and for ranges a
+    number or a ``[low, high]`` pair. Values are checked by :meth:`FitConfig.validate`.
+
+    Raises
+    ------
+    ConfigError
+        Not an object, an unknown section or setting, or a value of the wrong type.
+    """
+    sections = {f.name: f.default_factory for f in dataclasses.fields(cls)}
+    if not isinstance(data, dict):
+        raise ConfigError(f"must be a JSON object of sections ({', '.join(sections)}), "
+                          f"got {_show(data)}")
+    extra = set(data) - set(sections)
+    if extra:
+        raise ConfigError(f"unknown config section(s): {_names(extra)}")
+    out = {}
+    for name, sub_cls in sections.items():
+        values = data.get(name, {})
+        if not isinstance(values, dict):
+            raise ConfigError(f"{name} must be a JSON object of settings, got {_show(values)}")
+        fields = {f.name: f for f in dataclasses.fields(sub_cls)}
+        extra = set(values) - set(fields)
+        if extra:
+            raise ConfigError(f"unknown {name} setting(s): {_names(extra)} "
+                              "(a typo, or a folder from a newer version?)")
+        ranges = getattr(sub_cls, "RANGES", ())
+        out[name] = (sub_cls, {key: _check_value(f"{name}.{key}", fields[key], value, ranges)
+                               for key, value in values.items()})
+    return out
 
 
 def tiny_config(**train):

@@ -6,6 +6,16 @@ Anything else is a bug and keeps its traceback.
 """
 
 
+#: Exit status of a command that stopped on an error (one line on stderr), before or instead
+#: of its work: a bad option, an unreadable model, an input that is the only one.
+EXIT_ERROR = 2
+#: Exit status of a command that went on past inputs it could not use (one line each) and
+#: processed the others: some files failed, the rest are done.
+EXIT_SOME_FAILED = 3
+#: Exit statuses of an interrupted command (Ctrl-C; SIGTERM, e.g. a cluster's time limit).
+EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
+
+
 class CryoEMDenoiseError(Exception):
     """Base class of every error the user should see as one line.
 
@@ -17,7 +27,7 @@ class CryoEMDenoiseError(Exception):
         The file the problem is about; it is put in front of the message.
     """
 
-    exit_code = 2
+    exit_code = EXIT_ERROR
 
     def __init__(self, message, path=None):
         super().__init__(message)

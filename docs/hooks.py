@@ -514,7 +514,21 @@ def samples():
         path, "no machine (a list of files)"
 
 
+def fuzz_images():
+    path = RESULTS / "fuzz_images.json"
+    data = load(path)
+    rows = [[kind.upper() if kind != "cli" else "CLI (`info`)", thousands(k["examples"]),
+             thousands(k["outcomes"].get("read", 0)), thousands(k["outcomes"].get("refused", 0)),
+             thousands(k["failures"]), f"{k['seconds']:.0f}"]
+            for kind, k in data["kinds"].items()]
+    rows.append(["all", thousands(data["examples"]), "", "", thousands(data["failures"]),
+                 f"{data['seconds']:.0f}"])
+    return table(["files", "examples", "read", "refused (one line)", "failures", "seconds"],
+                 rows), path
+
+
 TABLES = {
+    "fuzz-images": fuzz_images,
     "shipped-model": shipped_model,
     "heldout-draw0": heldout_draw0,
     "heldout-draw1": heldout_draw1,

@@ -71,7 +71,8 @@ def test_bad_input_is_one_line_exit_2(make_mrc, tmp_path, case):
 def test_good_files_still_shown_beside_bad(make_mrc, tmp_path):
     good = make_mrc(np.arange(256, dtype=np.float32).reshape(16, 16), "good.mrc")
     result = run("info", tmp_path / "missing.mrc", good)
-    assert result.exit_code == 2 and "valid:    yes" in result.output
+    assert result.exit_code == 3 and "valid:    yes" in result.output
+    assert run("info", tmp_path / "missing.mrc").exit_code == 2  # none could be shown
 
 
 def test_debug_shows_traceback(tmp_path):
@@ -152,3 +153,39 @@ def test_evaluate_and_fit_read_tiff(tmp_path):
     result = run("fit", tmp_path / "clean.tif", "--tiny", "--steps", "2", "--tile", "64",
                  "--out", tmp_path / "model", "-q", "--validation-fraction", "0")
     assert result.exit_code == 0, result.output
+
+
+def test_unforeseen_os_errors_are_one_line(make_mrc, tmp_path, monkeypatch):
+    """An OS error no command foresaw (here EIO while reading) is one line naming the file
+    and what to do; --debug shows the traceback."""
+    import errno
+
+    from cryoem_denoise.io import image_io
+
+    good = make_mrc(np.ones((16, 16), np.float32), "good.mrc")
+
+    def broken(path, *args, **kwargs):
+        raise OSError(errno.EIO, "Input/output error", str(path))
+
+    monkeypatch.setattr(image_io, "find_image_files", broken)
+    result = run("apply", good, "--out", tmp_path / "o")
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert lines[0].startswith("cryoem-denoise: error: ") and "good.mrc" in lines[0]
+    assert "input/output error" in lines[0] and "run again" in lines[0]
+    assert not (tmp_path / "o").exists()
+
+
+def test_names_that_are_not_utf8_are_printed_escaped(tmp_path):
+    """A file name with invalid UTF-8 bytes, printed to a strict ASCII stream: escaped."""
+    import os
+
+    name = os.fsdecode(b"bad\xffname.mrc")
+    path = tmp_path / name
+    path.write_bytes(b"garbage" * 100)
+    env = {**os.environ, "PYTHONIOENCODING": "ascii:strict", "LC_ALL": "C"}
+    proc = subprocess.run([sys.executable, "-m", "cryoem_denoise", "info", os.fsencode(path)],
+                          capture_output=True, env=env)
+    err = proc.stderr.decode("ascii")
+    assert proc.returncode == 2 and "Traceback" not in err, err
+    assert err.count("\n") == 1 and "\\xff" in err and "not an MRC file" in err

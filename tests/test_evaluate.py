@@ -103,8 +103,69 @@ def test_non_ascii_names_and_a_bad_file_left_out(clean_mrc, tmp_path):
     out = tmp_path / "évaluation"
     result = CliRunner().invoke(cli, ["evaluate", str(src), str(bad), "--out", str(out),
                                       "--methods", "gaussian,noisy", "--sigma", "25", "-q"])
-    assert result.exit_code == 2
+    assert result.exit_code == 3  # one file left out, the other evaluated
     errors = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(errors) == 1 and "défaut.mrc" in errors[0] and "not an MRC file" in errors[0]
     assert "Ångström_µ.mrcs[1]" in (out / "results.json").read_text(encoding="utf-8") or \
         "\\u00c5ngstr" in (out / "results.json").read_text()
+
+
+def _processes_in_group(pgid):
+    import os
+
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.getpgid(int(entry)) == pgid:
+                    found.append(int(entry))
+            except (ProcessLookupError, PermissionError):
+                pass
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="reads /proc")
+def test_workers_end_with_a_killed_evaluate(clean_mrc, tmp_path):
+    """`evaluate` killed with SIGKILL leaves no worker process behind (issue: a worker was
+    still blocked on a pipe 15 s later)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    stack = clean_mrc("many.mrcs", (12, 128, 128), stack=True)
+    proc = subprocess.Popen([sys.executable, "-m", "cryoem_denoise", "evaluate", str(stack),
+                             "--methods", "ksvd,bm3d", "--jobs", "2", "-q",
+                             "--out", str(tmp_path / "ev")],
+                            start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while time.time() < deadline and len(_processes_in_group(proc.pid)) < 3:
+        time.sleep(0.2)  # the parent and its two workers
+    assert len(_processes_in_group(proc.pid)) >= 3, "the workers never started"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 5
+    while time.time() < deadline and _processes_in_group(proc.pid):
+        time.sleep(0.2)
+    left = _processes_in_group(proc.pid)
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert left == [], "worker processes outlived the killed evaluate"
+
+
+def test_a_failed_first_run_leaves_no_folder(clean_stack, tmp_path, monkeypatch):
+    """A run that fails (here: no space when writing the results) into a folder it created
+    leaves nothing behind."""
+    from cryoem_denoise.errors import OutputError
+
+    def full(*args, **kwargs):
+        raise OutputError("no space left on device", tmp_path / "ev" / "results.json")
+
+    monkeypatch.setattr(ev, "write_results", full)
+    cfg = ev.EvaluateConfig(sigmas=(30.0,), methods=("noisy", "gaussian")).validate()
+    with pytest.raises(OutputError):
+        ev.evaluate([clean_stack], tmp_path / "ev", cfg)
+    assert not (tmp_path / "ev").exists()

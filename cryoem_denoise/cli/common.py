@@ -7,6 +7,8 @@ Every error a user can cause ends as exactly one line on stderr,
 (:class:`~cryoem_denoise.errors.InputWarning`) are one ``cryoem-denoise: warning: ...`` line.
 """
 
+import errno
+import os
 import signal
 import sys
 import threading
@@ -15,12 +17,59 @@ import warnings
 import click
 
 from cryoem_denoise import __version__
-from cryoem_denoise.errors import CryoEMDenoiseError, InputWarning
+from cryoem_denoise.errors import (
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    EXIT_SOME_FAILED,
+    EXIT_TERMINATED,
+    CryoEMDenoiseError,
+    InputWarning,
+)
+
+#: What to do about an OS error a command did not foresee, by ``errno``.
+_OS_ERROR_HINTS = {
+    errno.ENAMETOOLONG: "file name too long: use a shorter name (--out, --suffix)",
+    errno.EACCES: "permission denied: check the permissions of the file and its folders",
+    errno.EPERM: "operation not permitted: check the permissions of the file and its folders",
+    errno.ELOOP: "too many levels of symbolic links (a link loop): fix the link",
+    errno.EIO: "input/output error: the disk or network file system failed; check it and "
+               "run again",
+    errno.ENOSPC: "no space left on device: free some space or write elsewhere (--out)",
+    errno.EDQUOT: "disk quota exceeded: free some space or write elsewhere (--out)",
+    errno.EROFS: "read-only file system: write elsewhere (--out)",
+    errno.ENOENT: "no such file or folder",
+    errno.ENOTDIR: "a part of the path is not a folder",
+    errno.EISDIR: "is a folder, not a file",
+    errno.EMFILE: "too many open files: raise the limit (ulimit -n) or process fewer files",
+}
+
+
+def printable(text):
+    """``text`` safe to print anywhere: file names that are not valid UTF-8 (decoded by
+    Python with surrogate escapes) come out as ``\\xNN`` escapes."""
+    text = os.fsdecode(text) if isinstance(text, bytes) else str(text)
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def os_error_message(exc):
+    """An ``OSError`` as one line naming its file(s) and what to do."""
+    what = _OS_ERROR_HINTS.get(exc.errno) or (exc.strerror or str(exc) or type(exc).__name__)
+    names = [printable(n) for n in (exc.filename, exc.filename2) if n is not None]
+    return f"{' -> '.join(names)}: {what}" if names else what
+
+
+def exit_status(done, failed):
+    """The exit status of a command over many inputs: 0 when none failed,
+    :data:`~cryoem_denoise.errors.EXIT_SOME_FAILED` when some failed and others were
+    processed, :data:`~cryoem_denoise.errors.EXIT_ERROR` when none could be."""
+    if not failed:
+        return 0
+    return EXIT_SOME_FAILED if done else EXIT_ERROR
 
 
 def one_line(text):
-    """``text`` on one line (line breaks become spaces)."""
-    return " ".join(str(text).split())
+    """``text`` on one line (line breaks become spaces), printable."""
+    return " ".join(printable(text).split())
 
 
 def error_line(exc):
@@ -84,6 +133,11 @@ class _Group(click.Group):
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, _raise_terminated)
+        for stream in (sys.stdout, sys.stderr):  # never crash on a name that is not UTF-8
+            try:
+                stream.reconfigure(errors="backslashreplace")
+            except (AttributeError, ValueError):  # not a text file (a test's capture)
+                pass
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.ClickException as exc:
@@ -91,7 +145,7 @@ class _Group(click.Group):
             sys.exit(2)
         except click.exceptions.Abort:
             click.echo("cryoem-denoise: interrupted", err=True)
-            sys.exit(130)
+            sys.exit(EXIT_INTERRUPTED)
         sys.exit(rv if isinstance(rv, int) else 0)
 
     def invoke(self, ctx):
@@ -105,12 +159,23 @@ class _Group(click.Group):
                 raise
             error_line(exc)
             ctx.exit(exc.exit_code)
+        except OSError as exc:  # one the command did not foresee: still one line, the file named
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            error_line(os_error_message(exc))
+            ctx.exit(EXIT_ERROR)
+        except MemoryError:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            error_line("out of memory: process fewer or smaller files at a time (or a smaller "
+                       "--batch-size / --tile)")
+            ctx.exit(EXIT_ERROR)
         except KeyboardInterrupt:
             click.echo("cryoem-denoise: interrupted", err=True)
-            ctx.exit(130)
+            ctx.exit(EXIT_INTERRUPTED)
         except Terminated:
             click.echo("cryoem-denoise: terminated", err=True)
-            ctx.exit(143)
+            ctx.exit(EXIT_TERMINATED)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -6,7 +6,8 @@ import sys
 import click
 import numpy as np
 
-from cryoem_denoise.cli.common import cli, report_and_continue
+from cryoem_denoise.cli.common import cli, exit_status, os_error_message, report_and_continue
+from cryoem_denoise.cli.options import COUNT, SEED, Number
 from cryoem_denoise.errors import CryoEMDenoiseError, InputError
 
 
@@ -70,11 +71,12 @@ def info(files, as_json):
     """Show shape, pixel type, voxel size and pixel statistics of image FILES, and check them.
 
     MRC/MRCS (any mode this tool reads), TIFF and PNG files. A file that cannot be used
-    gets one error line instead (and exit status 2 at the end); the others are still shown.
+    gets one error line instead; the others are still shown (exit status 3 at the end, or 2
+    if no file could be shown).
     """
     from dataclasses import asdict
 
-    failed = False
+    failed = 0
     for path in files:
         try:
             header, stats, problem = _info_record(path)
@@ -82,7 +84,11 @@ def info(files, as_json):
                 raise problem
         except CryoEMDenoiseError as exc:
             report_and_continue(exc)
-            failed = True
+            failed += 1
+            continue
+        except OSError as exc:  # this file only; the others are still shown
+            report_and_continue(InputError(os_error_message(exc)))
+            failed += 1
             continue
         if as_json:
             record = {**asdict(header), "statistics": stats, "valid": True,
@@ -91,7 +97,7 @@ def info(files, as_json):
         else:
             _print_info(header, stats)
     if failed:
-        sys.exit(2)
+        sys.exit(exit_status(len(files) - failed, failed))
 
 
 @cli.command()
@@ -160,33 +166,33 @@ def _range_help(text, default):
 @click.argument("source", type=click.Path())
 @click.option("--out", "-o", required=True, type=click.Path(dir_okay=False),
               help="Output stack (.mrcs) of clean fields.")
-@click.option("--n", "n_fields", type=int, default=10, show_default=True, help="Fields to simulate.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--n", "n_fields", type=COUNT, default=10, show_default=True, help="Fields to simulate.")
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--preset", type=click.Choice(["broad"]),
               help="Start from a named setting: 'broad' draws pixel size 0.7:3 Å, B-factor "
                    "0:150 Å², defocus 0.3:4 µm, amplitude contrast 0.05:0.15, 2:12 particles "
                    "and ice 0:0.6 per field (the shipped model's training data); options "
                    "given here override it.")
 @click.option("--pixel-size", help=_range_help("Å per pixel", "2.0"))
-@click.option("--field", type=int, default=512, show_default=True, help="Field side, pixels.")
+@click.option("--field", type=Number(int, low=16), default=512, show_default=True, help="Field side, pixels.")
 @click.option("--particles", help=_range_help("Particles per field", "6"))
-@click.option("--voltage", type=float, default=300.0, show_default=True, help="kV.")
-@click.option("--cs", type=float, default=2.7, show_default=True, help="Spherical aberration, mm.")
+@click.option("--voltage", type=Number(float, low=0, low_open=True), default=300.0, show_default=True, help="kV.")
+@click.option("--cs", type=Number(float, low=0), default=2.7, show_default=True, help="Spherical aberration, mm.")
 @click.option("--amplitude-contrast", help=_range_help("Amplitude contrast", "0.1"))
 @click.option("--defocus", help=_range_help("Underfocus, µm", "1.0:2.5"))
-@click.option("--astigmatism", type=float, default=0.05, show_default=True,
+@click.option("--astigmatism", type=Number(float, low=0), default=0.05, show_default=True,
               help="Max half-difference of the two defoci, µm.")
 @click.option("--b-factor", help=_range_help("Envelope, Å²", "50"))
 @click.option("--ice", help=_range_help("Background strength", "0.3"))
-@click.option("--threshold", type=float, help="Density maps: voxels above this value.")
-@click.option("--dose", type=float,
+@click.option("--threshold", type=Number(float), help="Density maps: voxels above this value.")
+@click.option("--dose", type=Number(float, low=0, low_open=True),
               help="Also write the fields with shot noise: Poisson electron counts at this mean "
                    "dose, electrons per pixel (e/Å² times the pixel size squared), to "
                    "NAME_noisy.mrcs.")
 @click.option("--halves", is_flag=True,
               help="With --dose: two independent half-dose exposures, NAME_half1.mrcs and "
                    "NAME_half2.mrcs (even/odd frame sums), instead of NAME_noisy.mrcs.")
-@click.option("--contrast", type=float, default=0.05, show_default=True,
+@click.option("--contrast", type=Number(float, low=0, high=1), default=0.05, show_default=True,
               help="With --dose: relative contrast (std/mean) of the expected counts; the "
                    "per-pixel SNR is dose x contrast².")
 @click.option("--png", is_flag=True, help="Also write a PNG of the first fields.")

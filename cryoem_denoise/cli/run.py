@@ -8,11 +8,15 @@ from cryoem_denoise.cli.common import (
     cli,
     default_model_or,
     error_line,
+    exit_status,
+    os_error_message,
     quiet_tensorflow,
     report_and_continue,
     warn_precision,
     warning_line,
 )
+from cryoem_denoise.cli.options import COUNT, SEED, Number, config_options, given_options
+from cryoem_denoise.config import InferenceConfig
 
 #: ``--format`` values: file formats, and the pixel types it meant before ``--dtype``.
 _FORMATS = ("mrc", "tiff", "tif", "png")
@@ -53,7 +57,7 @@ def _format_and_dtype(fmt, dtype):
 @click.option("--sigma", type=float,
               help="Paper's protocol: add noise of this sigma (on [0,255]) to each input, taken "
                    "as the clean reference, denoise, and write noisy images and a metrics table.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the --sigma noise.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the --sigma noise.")
 @click.option("--noise-level", type=float,
               help="For a model with a noise-level input (fit --sigma-map): the inputs' noise "
                    "sigma on [0,255]  [estimated per file; with --sigma, that sigma]")
@@ -68,50 +72,36 @@ def _format_and_dtype(fmt, dtype):
                    "(0 or 1.0); a real value in the header is kept.")
 @click.option("--suffix", default="_denoised", show_default=True,
               help="Appended to each input's name for its output.")
-@click.option("--tile", type=int, default=512, show_default=True,
-              help="Tile side (a multiple of 2**depth; larger than trained is allowed).")
-@click.option("--overlap", type=int,
-              help="Pixels shared by neighbouring tiles (blended)  [tile / 8: 64]")
-@click.option("--batch-size", type=int, default=16, show_default=True, help="Tiles per batch.")
-@click.option("--precision", type=click.Choice(["auto", "float32", "mixed_float16",
-                                                "mixed_bfloat16"]), default="auto",
-              show_default=True, help="auto: mixed_float16 on a GPU, float32 on a CPU.")
-@click.option("--self-ensemble", is_flag=True,
-              help="Average the model's outputs over the 8 rotations and mirrors of each tile "
-                   "(8x the time; slightly lower error).")
+@config_options(InferenceConfig)
 @click.option("--skip-existing", is_flag=True, help="Skip inputs whose outputs all exist.")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 @click.option("--shard", default="0/1", show_default=True,
-              help="K/N: process every N-th file starting at K (0-based; for job arrays).")
+              help="K/N: process every N-th file starting at K (0-based), or 'auto': K and N "
+                   "from the cluster's job array (Slurm, SGE/UGE, LSF). Shards never overlap "
+                   "and together cover every file.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def apply(inputs, model_dir, out_dir, noisy_halves, sigma, seed, noise_level, png, fmt, dtype,
-          pixel_size, suffix, tile, overlap, batch_size, precision, self_ensemble,
-          skip_existing, overwrite, shard, quiet):
+          pixel_size, suffix, skip_existing, overwrite, shard, quiet, **options):
     """Denoise image INPUTS (MRC, TIFF, PNG files, folders, globs) with a model into --out.
 
     2D images, stacks (section by section) and volumes (as sections) of any size are
     tiled, denoised in batches, blended and written in the input's units with its voxel size,
     in the input's file format unless --format says otherwise.
-    A file that cannot be read is reported and skipped (exit status 2 at the end).
+    A file that cannot be read is reported (one line) and skipped; the exit status is then 3
+    if others were denoised, 2 if none could be.
     """
     from pathlib import Path
 
     from cryoem_denoise.data.noise import SigmaSpec
     from cryoem_denoise.errors import ConfigError
     from cryoem_denoise.inference import apply_files
-    from cryoem_denoise.inference.denoiser import (
-        Denoiser,
-        InferenceConfig,
-        check_noise_level,
-    )
+    from cryoem_denoise.inference.denoiser import Denoiser, check_noise_level
     from cryoem_denoise.io import image_io
     from cryoem_denoise.io.atomic import output_folder
 
-    if overlap is None:
-        overlap = tile // 8 if tile and tile > 0 else 0
-    apply_files.check_inference_options(tile, overlap, batch_size)
+    inference = InferenceConfig(**given_options(InferenceConfig, options))
+    apply_files.check_inference_options(inference.tile, inference.overlap, inference.batch_size)
     apply_files.check_pixel_size(pixel_size)
-    inference = InferenceConfig(tile, overlap, batch_size, precision, self_ensemble)
     if not inputs and not noisy_halves:
         raise click.UsageError("give INPUTS or --noisy-halves HALF1 HALF2")
     if noisy_halves:
@@ -134,7 +124,7 @@ def apply(inputs, model_dir, out_dir, noisy_halves, sigma, seed, noise_level, pn
     with output_folder(out_dir):
         jobs = apply_files.plan_jobs(files, options)
         quiet_tensorflow()
-        warn_precision(precision)
+        warn_precision(inference.precision)
         denoiser = Denoiser.load(default_model_or(model_dir), inference)
         check_noise_level(noise_level, denoiser.takes_noise_level)
         report = apply_files.run_jobs(denoiser, jobs, options, progress=not quiet)
@@ -152,7 +142,7 @@ def apply(inputs, model_dir, out_dir, noisy_halves, sigma, seed, noise_level, pn
                    f"SSIM {overall['noisy_ssim']:.3f} -> {overall['denoised_ssim']:.3f} "
                    f"(metrics.md in {out_dir})")
     if report.failed:
-        sys.exit(2)
+        sys.exit(exit_status(report.done or report.skipped, report.failed))
 
 
 def _report_noise_levels(levels, trained):
@@ -172,7 +162,7 @@ def _apply_halves(pairs, model_dir, out_dir, suffix, inference, overwrite, pixel
     """``apply --noisy-halves``: each pair denoised half by half, averaged, FRC reported."""
     from pathlib import Path
 
-    from cryoem_denoise.errors import CryoEMDenoiseError
+    from cryoem_denoise.errors import CryoEMDenoiseError, InputError
     from cryoem_denoise.inference import halves
     from cryoem_denoise.inference.denoiser import Denoiser
     from cryoem_denoise.io.atomic import output_folder
@@ -191,12 +181,16 @@ def _apply_halves(pairs, model_dir, out_dir, suffix, inference, overwrite, pixel
                 report_and_continue(exc)
                 failed += 1
                 continue
+            except OSError as exc:  # this pair's files only; the others go on
+                report_and_continue(InputError(os_error_message(exc)))
+                failed += 1
+                continue
             first = result.sections[0]
             more = f" (section 0 of {len(result.sections)})" if len(result.sections) > 1 else ""
             click.echo(f"{a} + {b}: FRC 0.143 of the halves {first['raw_text']} -> denoised "
                        f"{first['denoised_text']}{more}; average in {result.output}")
     if failed:
-        sys.exit(2)
+        sys.exit(exit_status(len(pairs) - failed, failed))
 
 
 # -- evaluate ----------------------------------------------------------------------------
@@ -209,16 +203,16 @@ def _apply_halves(pairs, model_dir, out_dir, suffix, inference, overwrite, pixel
               help="Noise levels on [0,255], comma-separated.")
 @click.option("--methods", default="gan,bm3d,ksvd,gaussian,noisy", show_default=True,
               help="Comma-separated: gan, bm3d, ksvd, gaussian, noisy.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--crop", type=int, help="Centre-crop every image to this side first.")
-@click.option("--max-images", type=int, help="Use at most this many images.")
-@click.option("--jobs", type=int, help="Processes for the classical methods [CPU count].")
+@click.option("--seed", type=SEED, default=0, show_default=True)
+@click.option("--crop", type=Number(int, low=16), help="Centre-crop every image to this side first.")
+@click.option("--max-images", type=COUNT, help="Use at most this many images.")
+@click.option("--jobs", type=COUNT, help="Processes for the classical methods  [CPU count]")
 @click.option("--quiet", "-q", is_flag=True)
 def evaluate(inputs, model_dir, out_dir, sigmas, methods, seed, crop, max_images, jobs, quiet):
     """Compare the GAN with BM3D, K-SVD, Gaussian blur and the noisy input on clean INPUTS.
 
     INPUTS are image files (MRC, TIFF, PNG), folders or globs; a file that cannot be used
-    is reported and left out (exit status 2 at the end).
+    is reported (one line) and left out: exit status 3 at the end.
 
     Writes results.json/.csv, table.md (the paper's Table 1 layout, per sigma), fig6_*.png
     and fig10.png into --out. Finished cells are kept in cells.jsonl: rerunning the same
@@ -245,4 +239,4 @@ def evaluate(inputs, model_dir, out_dir, sigmas, methods, seed, crop, max_images
     click.echo(ev.markdown_table(results, cfg))
     click.echo(f"results in {out_dir}" + (f" ({len(failed)} file(s) left out)" if failed else ""))
     if failed:
-        sys.exit(2)
+        sys.exit(exit_status(True, failed))  # some files were evaluated (or it raised)

@@ -3,7 +3,7 @@
 import click
 
 from cryoem_denoise.cli.common import cli, quiet_tensorflow, warn_precision
-from cryoem_denoise.cli.options import config_fields, config_options
+from cryoem_denoise.cli.options import COUNT, Number, config_fields, config_options
 from cryoem_denoise.config import PRESETS, FitConfig
 
 # -- fit ---------------------------------------------------------------------------------
@@ -74,10 +74,10 @@ def _build_fit_config(base, experiment, options):
 @config_options(FitConfig)
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--overwrite", is_flag=True, help="Replace a model already in --out.")
-@click.option("--max-minutes", type=float,
+@click.option("--max-minutes", type=Number(float, low=0, low_open=True),
               help="Train for at most this long in this call, then write a usable model "
                    "(checkpoint and weights); --resume continues it to --steps.")
-@click.option("--stop-after", type=int, hidden=True)
+@click.option("--stop-after", type=COUNT, hidden=True)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def fit(inputs, out, noisy, config_file, tiny, preset, experiment, sim_sources, noise2noise,
         self_supervised, resume, overwrite, stop_after, quiet, sim_preset, max_minutes,
@@ -103,24 +103,23 @@ def fit(inputs, out, noisy, config_file, tiny, preset, experiment, sim_sources, 
     from cryoem_denoise.config import FitConfig, tiny_config
     from cryoem_denoise.data import datasets
     from cryoem_denoise.data.simulate import cached_fields, default_training_inputs
-    from cryoem_denoise.errors import InputError
+    from cryoem_denoise.errors import CryoEMDenoiseError, InputError
     from cryoem_denoise.io import image_io
     from cryoem_denoise.model import model_store
 
     quiet_tensorflow()
-    if max_minutes is not None and not max_minutes > 0:
-        raise click.BadParameter(f"must be positive, got {max_minutes:g}",
-                                 param_hint="--max-minutes")
     if resume:
         if config_file or tiny or preset:
             raise click.UsageError("--resume continues the saved config; drop "
                                    "--config/--tiny/--preset")
-        base = model_store.load_config(out)
+        base = model_store.load_config(out, resume=True)
     elif config_file:
         try:
-            base = FitConfig.from_json(Path(config_file).read_text())
+            base = FitConfig.from_json(Path(config_file).read_bytes())
         except OSError as exc:
             raise InputError(exc.strerror or "cannot read", config_file) from None
+        except CryoEMDenoiseError as exc:
+            raise exc.with_path(config_file) from None
     elif tiny and preset:
         raise click.UsageError("choose one of --tiny and --preset")
     else:

@@ -22,6 +22,7 @@ import io
 import json
 import multiprocessing
 import os
+import shutil
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -30,7 +31,6 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from cryoem_denoise.data.intensity import to_unit255
 from cryoem_denoise.data.noise import SigmaSpec, add_protocol_noise
@@ -45,6 +45,7 @@ from cryoem_denoise.inference.denoiser import Denoiser
 from cryoem_denoise.io import image_io, mrc
 from cryoem_denoise.io.atomic import describe_os_error, output_folder, write_text
 from cryoem_denoise.model.model_store import environment
+from cryoem_denoise.runtime.processes import init_worker
 from cryoem_denoise.runtime.progress import progress_bar
 
 METHODS = ("gan", "bm3d", "ksvd", "gaussian", "noisy")
@@ -76,6 +77,10 @@ class EvaluateConfig:
             SigmaSpec.parse(s)
         if self.crop is not None and self.crop < 16:
             raise ConfigError("crop must be at least 16 pixels")
+        for name in ("max_images", "jobs", "validation_every"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"{name.replace('_', '-')} must be at least 1, got {value}")
         return self
 
 
@@ -167,15 +172,10 @@ def _score(clean, result, seconds):
 
 def _pool_context():
     """How worker processes start: forked, unless JAX runs here (its threads make a forked
-    child deadlock-prone), then from a fork server."""
-
-    return multiprocessing.get_context("forkserver" if "jax" in sys.modules else None)
-
-
-def _single_threaded_worker():
-    """Pool initializer: one BLAS thread per process (the pool already fills the cores)."""
-
-    threadpool_limits(limits=1)
+    child deadlock-prone), then spawned. Either way they are this process's own children,
+    so the kernel ends them with it (:func:`end_with_parent`); a fork server's children are
+    its, and it outlives a parent killed with SIGKILL."""
+    return multiprocessing.get_context("spawn" if "jax" in sys.modules else "fork")
 
 
 def _run_classical(method, clean, noisy, sigma, keep_image=False):
@@ -218,8 +218,16 @@ def evaluate(clean_paths, out_dir, cfg, model_dir=None, progress=False, on_error
         output folder that cannot be written — all before any method runs.
     """
     cfg.validate()
-    with output_folder(out_dir) as out_dir:
-        return _evaluate(clean_paths, out_dir, cfg, model_dir, progress, on_error)
+    created = not os.path.lexists(out_dir)
+    try:
+        with output_folder(out_dir) as folder:
+            return _evaluate(clean_paths, folder, cfg, model_dir, progress, on_error)
+    except CryoEMDenoiseError:
+        # a failed first run (a full disk, a bad model) leaves nothing behind; into an
+        # existing folder, cells.jsonl keeps the finished cells for the rerun to resume from
+        if created:
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
 
 
 def _evaluate(clean_paths, out_dir, cfg, model_dir, progress, on_error):
@@ -282,8 +290,9 @@ def _evaluate(clean_paths, out_dir, cfg, model_dir, progress, on_error):
     classical = {m: baselines.ClassicalMethod(m, cfg.ksvd, widths) for m in cfg.methods if m != "gan"}
     shown = test[0] if test else None  # the image of the Fig. 6 grids
     figure_outputs = {}  # (sigma, method) -> denoised image of `shown`
-    with ProcessPoolExecutor(max_workers=jobs, initializer=_single_threaded_worker,
-                             mp_context=_pool_context()) as pool:
+    # one BLAS thread per worker; each ends with this process, even one killed with SIGKILL
+    with ProcessPoolExecutor(max_workers=jobs, initializer=init_worker,
+                             initargs=(os.getpid(), 1), mp_context=_pool_context()) as pool:
         futures = []
         for i, sigma, method in todo:
             if method == "gan":

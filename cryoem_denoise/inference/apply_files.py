@@ -21,6 +21,7 @@ import contextlib
 import csv
 import io
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -128,12 +129,59 @@ def check_pixel_size(pixel_size):
         raise ConfigError(f"--pixel-size must be a positive size in Å, got {pixel_size:g}")
 
 
-def parse_shard(text):
-    """``'K/N'`` → ``(K, N)`` with ``0 <= K < N`` (K as in ``$SLURM_ARRAY_TASK_ID``)."""
+#: Job-array variables of cluster schedulers: (task id, first id, task count or last id,
+#: whether the third is a count).
+ARRAY_SCHEDULERS = {
+    "Slurm": ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_COUNT", True),
+    "SGE/UGE": ("SGE_TASK_ID", "SGE_TASK_FIRST", "SGE_TASK_LAST", False),
+    "LSF": ("LSB_JOBINDEX", None, "LSB_JOBINDEX_END", False),
+}
+
+
+def shard_from_environment(environ=None):
+    """``(K, N)`` of this task of a cluster job array, from the scheduler's variables.
+
+    Slurm: ``SLURM_ARRAY_TASK_ID`` relative to ``SLURM_ARRAY_TASK_MIN``, of
+    ``SLURM_ARRAY_TASK_COUNT`` tasks (``--array=0-7`` and ``--array=1-8`` both give 8 shards;
+    the array must be a contiguous range). SGE/UGE: ``SGE_TASK_ID`` from ``SGE_TASK_FIRST``
+    to ``SGE_TASK_LAST`` (step 1). LSF: ``LSB_JOBINDEX`` from 1 to ``LSB_JOBINDEX_END``.
+
+    Raises
+    ------
+    ConfigError
+        No job array is running, or its variables are inconsistent.
+    """
+    env = os.environ if environ is None else environ
+    for name, (task, first, last, is_count) in ARRAY_SCHEDULERS.items():
+        if task not in env or last not in env:
+            continue
+        try:
+            k = int(env[task]) - (int(env[first]) if first and first in env else
+                                  (0 if name == "Slurm" else 1))
+            n = int(env[last]) if is_count else int(env[last]) - (
+                int(env[first]) if first and first in env else 1) + 1
+        except ValueError:
+            raise ConfigError(f"--shard auto: {name}'s job-array variables are not whole "
+                              f"numbers ({task}={env.get(task)!r})") from None
+        if not (n >= 1 and 0 <= k < n):
+            raise ConfigError(f"--shard auto: {name} task {env[task]} is outside its array of "
+                              f"{n} (is the array a contiguous range with step 1?)")
+        return k, n
+    raise ConfigError("--shard auto needs a cluster job array (Slurm's SLURM_ARRAY_TASK_ID and "
+                      "SLURM_ARRAY_TASK_COUNT, SGE's SGE_TASK_ID, LSF's LSB_JOBINDEX); give "
+                      "--shard K/N otherwise")
+
+
+def parse_shard(text, environ=None):
+    """``'K/N'`` → ``(K, N)`` with ``0 <= K < N``; ``'auto'``: from the cluster job array
+    (:func:`shard_from_environment`)."""
+    if str(text).strip().lower() == "auto":
+        return shard_from_environment(environ)
     try:
         k, n = (int(v) for v in str(text).split("/"))
     except ValueError:
-        raise ConfigError(f"--shard must look like K/N (e.g. 0/4), got {text!r}") from None
+        raise ConfigError(f"--shard must look like K/N (e.g. 0/4) or be 'auto', got {text!r}") \
+            from None
     if not (n >= 1 and 0 <= k < n):
         raise ConfigError(f"--shard K/N needs 0 <= K < N, got {text!r}")
     return k, n
@@ -203,7 +251,6 @@ def apply_file(denoiser, job, options, progress=None, noise_levels=None):
     noise_levels : list, optional
         Receives ``(path, sigma, how)`` where the model takes a noise-level input.
     """
-    rows = []
     noise_levels = [] if noise_levels is None else noise_levels
     with contextlib.ExitStack() as stack:
         sections, header = stack.enter_context(image_io.open_sections(job.source, job.header))
@@ -218,76 +265,98 @@ def apply_file(denoiser, job, options, progress=None, noise_levels=None):
                       overwrite=options.overwrite or options.skip_existing, protected=[job.source])
         out = stack.enter_context(image_io.create_image(
             job.outputs["denoised"], shape, fmt, label=f"denoised from {job.source.name}",
-            **common))
-        out = out.reshape(n, ny, nx)
+            **common)).reshape(n, ny, nx)
+        noisy_out = None
         if options.sigma is not None:
             noisy_out = stack.enter_context(image_io.create_image(
                 job.outputs["noisy"], shape, fmt,
                 label=f"{job.source.name} + noise sigma {options.sigma:g}", **common))
             noisy_out = noisy_out.reshape(n, ny, nx)
-        in_flight = {}
-
-        # a clean reference (--sigma) is scaled like the training images, a noisy input
-        # like noisy images (DataConfig.noisy_intensity)
-        noisy_input = options.sigma is None
-
-        estimated = {}  # affines of the sections the noise level is estimated on, kept once
-
-        def scale(k):
-            if k in estimated:
-                return estimated.pop(k)
-            return denoiser.affine(sections[k], noisy=noisy_input)
-
-        def scale_kept(k):
-            estimated[k] = scale(k)
-            return estimated[k]
-
+        flow = _FileFlow(denoiser, job.source, sections, out, noisy_out, options)
         try:
-            level, how = noise_level_for(denoiser, sections, scale_kept, options)
+            level, how = noise_level_for(denoiser, sections, flow.affine_kept, options)
         except CryoEMDenoiseError as exc:
             raise exc.with_path(job.source) from None
         if level is not None:
             noise_levels.append((job.source, level, how))
-
-        def prepare(k):
-            section = sections[k]
-            try:
-                mrc.check_section(section, job.source, k if n > 1 else None)
-                affine = scale(k)
-            except CryoEMDenoiseError as exc:
-                raise exc.with_path(job.source) from None
-            if options.sigma is None:
-                in_flight[k] = (affine, None, None)
-                return section, affine, level
-            clean = affine.forward(section)
-            if denoiser.config.data.intensity == "percentile":
-                np.clip(clean, 0, 255, out=clean)
-            noisy = add_protocol_noise(clean, options.sigma, options.seed, job.source.name, k)
-            noisy_out[k] = affine.inverse(noisy)
-            in_flight[k] = (affine, clean, noisy)
-            return noisy, None, level
-
-        def target(k):
-            # float32 outputs are stitched straight into the memory-mapped file
-            return out[k] if out.dtype == np.float32 else np.empty((ny, nx), np.float32)
-
-        def finish(k, result):
-            affine, clean, noisy = in_flight.pop(k)
-            if clean is not None:
-                row = {"file": job.source.name, "section": k}
-                for name, img in (("noisy", noisy), ("denoised", result)):
-                    for m, v in metrics.all_metrics(clean, img).items():
-                        row[f"{name}_{m}"] = v
-                rows.append(row)
-            to_units(result, affine)
-            if out.dtype != np.float32:
-                with np.errstate(over="ignore"):
-                    out[k] = result
-
-        denoiser.tiles.denoise_stream(n, (ny, nx), prepare, target, finish, progress)
+        flow.level = level
+        denoiser.tiles.denoise_stream(n, (ny, nx), flow.prepare, flow.target, flow.finish,
+                                      progress)
     if options.png:
         _previews(job, options)
-    return rows
+    return flow.rows
+
+
+class _FileFlow:
+    """One file's sections on their way through :meth:`TileDenoiser.denoise_stream`.
+
+    :meth:`prepare` hands over section ``k`` (scaled as the model expects; under the
+    paper's protocol, the clean reference with noise added, the noisy image written),
+    :meth:`target` gives the array its result is stitched into, and :meth:`finish` maps
+    the result back to the file's units (and scores it under the protocol). Sections are
+    in flight between :meth:`prepare` and :meth:`finish`.
+    """
+
+    def __init__(self, denoiser, source, sections, out, noisy_out, options):
+        self.denoiser, self.source, self.sections = denoiser, Path(source), sections
+        self.out, self.noisy_out, self.options = out, noisy_out, options
+        #: The noise sigma fed to a model with a noise-level input (None: none, or estimated).
+        self.level = None
+        #: Metric rows (the paper's protocol).
+        self.rows = []
+        # a clean reference (--sigma) is scaled like the training images, a noisy input
+        # like noisy images (DataConfig.noisy_intensity)
+        self._noisy_input = options.sigma is None
+        self._kept = {}       # affines computed for the noise estimate, used once more
+        self._in_flight = {}  # k -> (affine, clean, noisy) between prepare and finish
+
+    def affine(self, k):
+        """Section ``k``'s affine to [0, 255] (one computed earlier is used once)."""
+        if k in self._kept:
+            return self._kept.pop(k)
+        return self.denoiser.affine(self.sections[k], noisy=self._noisy_input)
+
+    def affine_kept(self, k):
+        """:meth:`affine`, kept for the section's own turn (no second intensity pass)."""
+        self._kept[k] = self.affine(k)
+        return self._kept[k]
+
+    def prepare(self, k):
+        section, options = self.sections[k], self.options
+        try:
+            mrc.check_section(section, self.source, k if len(self.sections) > 1 else None)
+            affine = self.affine(k)
+        except CryoEMDenoiseError as exc:
+            raise exc.with_path(self.source) from None
+        if options.sigma is None:
+            self._in_flight[k] = (affine, None, None)
+            return section, affine, self.level
+        clean = affine.forward(section)
+        if self.denoiser.config.data.intensity == "percentile":
+            np.clip(clean, 0, 255, out=clean)
+        noisy = add_protocol_noise(clean, options.sigma, options.seed, self.source.name, k)
+        self.noisy_out[k] = affine.inverse(noisy)
+        self._in_flight[k] = (affine, clean, noisy)
+        return noisy, None, self.level
+
+    def target(self, k):
+        # float32 outputs are stitched straight into the memory-mapped file
+        if self.out.dtype == np.float32:
+            return self.out[k]
+        return np.empty(self.out.shape[1:], np.float32)
+
+    def finish(self, k, result):
+        affine, clean, noisy = self._in_flight.pop(k)
+        if clean is not None:
+            row = {"file": self.source.name, "section": k}
+            for name, img in (("noisy", noisy), ("denoised", result)):
+                for m, v in metrics.all_metrics(clean, img).items():
+                    row[f"{name}_{m}"] = v
+            self.rows.append(row)
+        to_units(result, affine)
+        if self.out.dtype != np.float32:
+            with np.errstate(over="ignore"):
+                self.out[k] = result
 
 
 def _first_section(path):

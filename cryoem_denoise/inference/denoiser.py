@@ -14,11 +14,12 @@ batch of tiles; nothing grows with the number of tiles.
 """
 
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
+from cryoem_denoise.config import InferenceConfig
 from cryoem_denoise.data.datasets import is_simulated
 from cryoem_denoise.data.intensity import Affine, intensity_range
 from cryoem_denoise.data.noise import SigmaSpec, estimate_noise_level
@@ -34,23 +35,6 @@ from cryoem_denoise.model import model_store
 from cryoem_denoise.runtime import backend
 
 __all__ = ["Denoiser", "InferenceConfig", "TileDenoiser", "check_noise_level", "compile_inference"]
-
-
-@dataclass
-class InferenceConfig:
-    """How ``apply`` runs a generator over an image."""
-
-    # tile side, a multiple of 2**depth (larger than trained is allowed); images smaller
-    # than it get the smallest such tile that covers them. 512/64 measured: two tile grids
-    # agree to 0.5-1.8 % of the correction (256/32: 1.9-4.9 %) in the same time
-    # (benchmarks/bench_tiling.py)
-    tile: int = 512
-    overlap: int = 64        # pixels shared by neighbouring tiles, blended linearly
-    batch_size: int = 16     # tiles per generator call (fastest of 4, 8, 16 on 2 CPU cores)
-    precision: str = "auto"  # auto: mixed_float16 on a GPU, float32 on a CPU
-    # average the outputs of the 8 rotations and mirrors of each tile (geometric
-    # self-ensemble): 8x the time, lower error (the held-out set: +0.1-0.3 dB)
-    self_ensemble: bool = False
 
 
 class TileDenoiser:
@@ -344,7 +328,7 @@ class Denoiser:
             :class:`InferenceConfig` fields that override ``inference`` (``tile``,
             ``overlap``, ``batch_size``, ``precision``, ``self_ensemble``).
         """
-        inference = replace(inference or InferenceConfig(), **options)
+        inference = replace(inference, **options) if inference else InferenceConfig(**options)
         folder = model_store.default_model_dir() if str(model) == "default" else Path(model)
         generator, fit_cfg = model_store.load_generator(folder, precision=inference.precision)
         return cls(generator, fit_cfg, inference, folder, _trained_pixel_sizes(folder, fit_cfg))

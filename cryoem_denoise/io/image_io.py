@@ -11,7 +11,12 @@ care what they read:
 This module decides a file's format (by its first bytes; by its name for outputs) and calls
 the reader or writer of that format; the readers and writers never call back into it.
 
-Colour (RGB) images, complex data and 1-bit images are refused with the reason.
+Colour (RGB) images, complex data and 1-bit images are refused with the reason. Whatever
+goes wrong while reading (the operating system's errors, the decoders' many exception types,
+a header that disagrees with the file) is one :class:`~cryoem_denoise.errors.InputError`
+naming the file, never a traceback; ``tests/test_fuzz_images.py`` checks this on mutated
+files. Folder entries that cannot be looked at (broken links, link loops, input/output
+errors) are not skipped but listed, and fail with one line when read.
 
 Writing (:func:`create_image`, :func:`write_image`) is atomic, like every output of the
 project. MRC and TIFF outputs are float32 or float16, memory-mapped with their space
@@ -21,8 +26,10 @@ integers of that range (``dtype`` ``'uint8'``/``'uint16'``), otherwise scaled mi
 """
 
 import contextlib
+import errno
 import glob
 import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -77,37 +84,62 @@ def find_image_files(inputs):
     PNG is read when it is named or matched by a pattern. A pattern with ``*``, ``?`` or
     ``[`` is expanded. A named file is taken whatever its suffix (it is checked when read).
 
+    An entry that cannot be looked at (a broken symbolic link, a link loop, a permission or
+    input/output error) is returned too, not skipped (from a folder: when its name looks
+    like an image's): :func:`read_header` then fails it with one line naming the problem, so
+    a data disk that is not mounted does not look like an empty success. Sub-folders are
+    skipped.
+
     Raises
     ------
     InputError
-        A path that does not exist (or a symbolic link loop), a pattern that matches
-        nothing, or a folder without image files.
+        A path that does not exist, a pattern that matches nothing, a folder that cannot
+        be listed or holds no image files.
     """
     files = []
     for item in inputs:
         text = os.fsdecode(item) if isinstance(item, bytes) else str(item)
         path = Path(text)
-        if path.is_dir():
+        pattern = any(ch in text for ch in "*?[")
+        kind = _entry_kind(path)
+        if kind == "dir":
             try:
-                entries = sorted(path.iterdir())
+                with os.scandir(path) as listing:
+                    entries = sorted(Path(e.path) for e in listing)
             except OSError as exc:
-                raise InputError(f"cannot list the folder ({exc.strerror})", path) from None
-            found = [p for p in entries if p.is_file() and is_image_name(p.name)
-                     and format_of_name(p.name) != "png"]
+                raise InputError(f"cannot list the folder ({mrc.describe_read_error(exc)})",
+                                 path) from None
+            found = [p for p in entries if is_image_name(p.name)
+                     and format_of_name(p.name) != "png" and _entry_kind(p) != "dir"]
             if not found:
                 raise InputError("folder holds no MRC files or other images (.mrc, .mrcs, "
                                  ".map, .tif, ...; PNG files are read when named)", path)
             files.extend(found)
-        elif os.path.lexists(path) and not any(ch in text for ch in "*?["):
+        elif kind is not None and not pattern:
             files.append(path)  # problems (loops, broken links, ...) are named when read
-        elif any(ch in text for ch in "*?["):
-            found = sorted(Path(p) for p in glob.glob(text) if Path(p).is_file())
+        elif pattern:
+            found = sorted(Path(p) for p in glob.glob(text) if _entry_kind(Path(p)) != "dir")
             if not found:
                 raise InputError("pattern matches no files", text)
             files.extend(found)
         else:
             raise InputError("no such file or folder", path)
     return list(dict.fromkeys(files))
+
+
+def _entry_kind(path):
+    """``'dir'``, ``'file'`` (anything else that exists, special files too), ``'broken'``
+    (a link or entry that cannot be looked at: :func:`read_header` says why) or ``None``
+    (nothing there)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        try:
+            os.lstat(path)
+        except OSError as exc:
+            return None if exc.errno in (errno.ENOENT, errno.ENOTDIR) else "broken"
+        return "broken"
+    return "dir" if stat.S_ISDIR(st.st_mode) else "file"
 
 
 # -- reading -------------------------------------------------------------------------------
@@ -126,10 +158,13 @@ def read_header(path):
     try:
         fmt = sniff_format(path)
     except OSError as exc:
-        raise InputError(exc.strerror or "cannot read", path) from None
+        raise InputError(mrc.describe_read_error(exc), path) from None
     if fmt == "mrc":
         return mrc.read_header(path)
-    header = tiff.read_header(path) if fmt == "tiff" else png.read_header(path)
+    try:
+        header = tiff.read_header(path) if fmt == "tiff" else png.read_header(path)
+    except OSError as exc:  # the file went away or the disk failed after the checks above
+        raise InputError(mrc.describe_read_error(exc), path) from None
     _check_shape(header)
     return header
 
@@ -168,6 +203,10 @@ def open_sections(path, header=None):
         raise InputError(f"{what} pixel data cannot be read "
                          f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})",
                          path) from None
+    if data.size != int(np.prod(header.shape)):
+        raise InputError(f"pixel data ({'x'.join(map(str, data.shape))}) do not match the "
+                         f"header ({'x'.join(map(str, header.shape))}): damaged file, or "
+                         "changed while being read", path)
     try:
         yield data.reshape(header.shape), header
     finally:
@@ -192,8 +231,8 @@ def read_image(path, dtype=np.float32):
     InputError
         The file cannot be read, or is not an image this package reads.
     """
-    with open_sections(path) as (data, header):
-        image = np.array(data, dtype=dtype)
+    with open_sections(path) as (data, header), np.errstate(invalid="ignore"):
+        image = np.array(data, dtype=dtype)  # (float16 signalling NaNs: checked by callers)
     return (image[0] if header.kind == "image" else image), header
 
 
@@ -248,6 +287,7 @@ def create_image(path, shape, fmt="mrc", *, kind=None, dtype="float32", voxel_si
     """
     shape = tuple(int(v) for v in shape)
     check_output_format(fmt, shape, path)
+    mrc.check_output_name(path)
     if fmt == "mrc":
         with mrc.create_mrc(path, shape, kind=kind, dtype=dtype, voxel_size=voxel_size,
                             origin=origin, overwrite=overwrite, protected=protected,

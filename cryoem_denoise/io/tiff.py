@@ -6,10 +6,17 @@ from this project's own metadata or from ImageJ's (``unit`` Å, nm or µm); plai
 resolution tags (usually 72 dpi) are not a pixel size and are ignored. Outputs are
 uncompressed, memory-mapped, float32 or float16, written atomically with their space
 reserved first.
+
+Damaged files are refused before their pixels are decoded when the pages' data cannot hold
+the declared image (uncompressed: fewer bytes than it needs; compressed: more than
+:data:`_MAX_RATIO` times the file's size), and when the chain of pages loops (``tifffile``
+would not return). ``tifffile``'s log messages about damaged files are kept off stderr.
 """
 
 import contextlib
+import logging
 import os
+import struct
 import warnings
 
 import numpy as np
@@ -35,11 +42,78 @@ def _error(exc):
     return f"not a readable TIFF file ({text})"
 
 
+#: A compressed TIFF whose pixels would take more than this many times its size (and more
+#: than :data:`_SMALL` bytes) is refused before it is decoded: deflate cannot compress
+#: beyond about 1,032:1 nor LZW beyond about 2,730:1, so such a header has wrong
+#: dimensions, and decoding it would allocate memory the file cannot fill.
+_MAX_RATIO = 4096
+_SMALL = 1 << 24
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Keep ``tifffile``'s log messages and warnings about damaged files off stderr (the
+    problem is raised as one :class:`InputError` instead)."""
+    logger = logging.getLogger("tifffile")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL + 1)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def _page_loop(path, size):
+    """The offset of a page (IFD) that the chain of pages comes back to, or ``None``.
+
+    ``tifffile`` loops for ever on some such chains, so they are refused before it reads
+    the file. Chains that end early or point outside the file are left to ``tifffile``.
+    """
+    with open(path, "rb") as fh:
+        head = fh.read(16)
+        if len(head) < 8:
+            return None
+        order = "<" if head[:2] == b"II" else ">"
+        big = struct.unpack(order + "H", head[2:4])[0] == 43
+        count_fmt, entry, offset_fmt = ("Q", 20, "Q") if big else ("H", 12, "I")
+        if big:
+            if len(head) < 16:
+                return None
+            offset = struct.unpack(order + "Q", head[8:16])[0]
+        else:
+            offset = struct.unpack(order + "I", head[4:8])[0]
+        count_size, offset_size = struct.calcsize(count_fmt), struct.calcsize(offset_fmt)
+        seen = set()
+        while offset:
+            if offset in seen:
+                return offset
+            seen.add(offset)
+            if offset + count_size > size:
+                return None
+            fh.seek(offset)
+            raw = fh.read(count_size)
+            if len(raw) < count_size:
+                return None
+            count = struct.unpack(order + count_fmt, raw)[0]
+            where = offset + count_size + count * entry
+            if where + offset_size > size:
+                return None
+            fh.seek(where)
+            offset = struct.unpack(order + offset_fmt, fh.read(offset_size))[0]
+    return None
+
+
 def read_header(path):
     """The :class:`ImageHeader` of a TIFF file (:class:`InputError` if it cannot be used)."""
     size = os.path.getsize(path)
+    loop = _page_loop(path, size)
+    if loop is not None:
+        raise InputError(f"damaged TIFF: its list of pages loops back to the page at byte "
+                         f"{loop:,}", path)
     try:
-        with tifffile.TiffFile(path) as tif:
+        with _quiet(), tifffile.TiffFile(path) as tif:
             series = tif.series
             if not series:
                 raise InputError("TIFF file holds no images", path)
@@ -55,6 +129,8 @@ def read_header(path):
             last = tif.pages[len(tif.pages) - 1]
             ends = [o + c for o, c in zip(last.dataoffsets, last.databytecounts)]
             meta = _metadata(tif)
+            compressed = any(int(s.keyframe.compression) != 1 for s in series)
+            stored = _stored_bytes(series, size)
     except InputError:
         raise
     except MemoryError:
@@ -63,10 +139,20 @@ def read_header(path):
         raise InputError(_error(exc), path) from None
     if ends and max(ends) > size:
         raise InputError(f"truncated: {size:,} bytes, the TIFF pages need {max(ends):,}", path)
+    if dtype is None:
+        raise InputError("TIFF pixel type not readable (damaged header)", path)
     if "S" in axes and shape[axes.index("S")] > 1:
         raise InputError(f"colour image ({shape[axes.index('S')]} samples per pixel); "
                          "a grey-level image is needed", path)
     dtype = check_pixel_type(dtype, path, "TIFF")
+    what = f"{'x'.join(map(str, shape))} {dtype}"
+    needed = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if not compressed and needed > stored:
+        raise InputError(f"truncated or wrong dimensions: the TIFF pages hold {stored:,} bytes "
+                         f"of pixels, {what} needs {needed:,}", path)
+    if compressed and needed > max(_SMALL, _MAX_RATIO * size):
+        raise InputError(f"wrong dimensions or damaged file: {what} is {needed:,} bytes, more "
+                         f"than {size:,} compressed bytes can hold", path)
     shape = tuple(v for v, a in zip(shape, axes) if a != "S")
     axes = axes.replace("S", "")
     if len(shape) < 2:
@@ -74,21 +160,51 @@ def read_header(path):
     ny, nx = shape[-2:]
     n = int(np.prod(shape[:-2], dtype=np.int64)) if len(shape) > 2 else 1
     kind = meta.get("kind") or ("image" if n == 1 else ("volume" if "Z" in axes else "stack"))
-    px = meta.get("pixel_size", 0.0)
-    pz = meta.get("pixel_size_z", px if kind == "volume" else 0.0)
-    origin = tuple(float(v) for v in meta.get("origin", (0.0, 0.0, 0.0)))
+    px = _length(meta.get("pixel_size", 0.0))
+    pz = _length(meta.get("pixel_size_z", px if kind == "volume" else 0.0))
+    origin = tuple(_length(v, signed=True) for v in meta.get("origin", (0.0, 0.0, 0.0)))
+    origin = (origin + (0.0, 0.0, 0.0))[:3]
     return ImageHeader(path=str(path), mode=None, dtype=str(dtype), shape=(n, ny, nx),
                        kind=kind if n > 1 else "image", voxel_size=(px, px, pz),
                        origin=origin, exttyp="", extended_header_bytes=0, file_bytes=size,
                        format="tiff")
 
 
+def _stored_bytes(series, size):
+    """Bytes of pixel data the pages' strips or tiles hold (for contiguous series, what the
+    file holds after the data's start)."""
+    total = 0
+    for s in series:
+        offset = getattr(s, "dataoffset", None)
+        if offset is not None:
+            total += max(0, size - int(offset))
+        else:
+            total += sum(int(c) for p in s.pages if p is not None for c in p.databytecounts)
+    return total
+
+
+def _length(value, signed=False):
+    """A pixel size or origin (Å) from metadata: 0 (not given) where it is not a finite
+    number, or is negative and should not be."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return 0.0
+    return value if np.isfinite(value) and (signed or value >= 0) else 0.0
+
+
 def _plausible(px):
     return 0.01 <= px <= 1e4
 
 
+#: What odd metadata values can raise: they are then ignored (the pixels are still read).
+_BAD_VALUE = (TypeError, ValueError, OverflowError, ZeroDivisionError, AttributeError,
+              KeyError, IndexError)
+
+
 def _metadata(tif):
-    """Pixel size (Å), kind and origin from this project's JSON or ImageJ's metadata."""
+    """Pixel size (Å), kind and origin from this project's JSON or ImageJ's metadata
+    (values that are not numbers are ignored)."""
     meta = {}
     try:
         ours = tif.shaped_metadata
@@ -96,19 +212,23 @@ def _metadata(tif):
         ours = None
     if ours and isinstance(ours[0], dict) and "pixel_size" in ours[0]:
         d = ours[0]
-        with contextlib.suppress(TypeError, ValueError):
+        with contextlib.suppress(*_BAD_VALUE):
             meta["pixel_size"] = float(d["pixel_size"])
             if d.get("kind") in ("image", "stack", "volume"):
                 meta["kind"] = d["kind"]
             if "origin" in d:
                 meta["origin"] = tuple(float(v) for v in d["origin"])[:3]
         return meta
-    ij = tif.imagej_metadata
-    if ij:
+    try:
+        ij = tif.imagej_metadata
+    except Exception:
+        ij = None
+    if not isinstance(ij, dict):
+        return meta
+    with contextlib.suppress(*_BAD_VALUE):
         unit = str(ij.get("unit", "")).strip().lower()
         scale = _UNIT_TO_A.get(unit)
-        tags = tif.pages[0].tags
-        xres = tags.get("XResolution")
+        xres = tif.pages[0].tags.get("XResolution")
         if scale and xres is not None:
             num, den = xres.value
             if num:
@@ -116,22 +236,20 @@ def _metadata(tif):
                 if _plausible(px):
                     meta["pixel_size"] = px
                     if "spacing" in ij:
-                        with contextlib.suppress(TypeError, ValueError):
-                            meta["pixel_size_z"] = float(ij["spacing"]) * scale
+                        meta["pixel_size_z"] = float(ij["spacing"]) * scale
     return meta
 
 
 def read_data(path):
     """The pixels of a TIFF file: memory-mapped where it is uncompressed and contiguous."""
-    with tifffile.TiffFile(path) as tif:
-        several = len(tif.series) > 1
-    if not several:
-        try:
-            return tifffile.memmap(path, mode="r")
-        except (ValueError, OSError):  # compressed or not contiguous: read it
-            pass
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with _quiet():
+        with tifffile.TiffFile(path) as tif:
+            several = len(tif.series) > 1
+        if not several:
+            try:
+                return tifffile.memmap(path, mode="r")
+            except (ValueError, OSError):  # compressed or not contiguous: read it
+                pass
         with tifffile.TiffFile(path) as tif:
             if len(tif.series) == 1:
                 return tif.series[0].asarray()

@@ -164,22 +164,37 @@ class Trainer(abc.ABC):
     def set_state(self, arrays, source="checkpoint"):
         """Load :meth:`get_state` arrays; return their step.
 
+        Every array is checked before any is assigned, so arrays that do not fit leave the
+        trainer as it was (and the loop can fall back to an older checkpoint).
+
         Raises
         ------
         InputError
-            The arrays do not fit this model (another config).
+            The arrays do not fit this model (another config, or a damaged checkpoint):
+            missing or extra arrays, another shape, not numbers, no integer ``step``.
         """
+        step = arrays.get("step")
+        if step is None or np.shape(step) != () or not np.issubdtype(np.asarray(step).dtype,
+                                                                      np.integer):
+            raise InputError("checkpoint does not fit this model (no integer 'step')", source)
+        pairs = []
         for group, variables in self._state_variables().items():
             keys = sorted(k for k in arrays if k.startswith(group + "/"))
             if len(keys) != len(variables):
                 raise InputError(f"checkpoint does not fit this model ({group}: {len(keys)} "
                                  f"arrays for {len(variables)} variables)", source)
             for key, v in zip(keys, variables):
-                if tuple(arrays[key].shape) != tuple(v.shape):
+                value = np.asarray(arrays[key])
+                if tuple(value.shape) != tuple(v.shape):
                     raise InputError(f"checkpoint does not fit this model ({group} variable "
-                                     f"{v.path}: {arrays[key].shape} vs {tuple(v.shape)})", source)
-                v.assign(arrays[key])
-        return int(arrays["step"])
+                                     f"{v.path}: {value.shape} vs {tuple(v.shape)})", source)
+                if not (np.issubdtype(value.dtype, np.number) or value.dtype == bool):
+                    raise InputError(f"checkpoint does not fit this model ({group} variable "
+                                     f"{v.path} holds {value.dtype}, not numbers)", source)
+                pairs.append((v, value))
+        for v, value in pairs:
+            v.assign(value)
+        return int(step)
 
     def model_input(self, noisy, sigma=None):
         """``(n, h, w)`` crops on [0, 255] as the generator's input (with the noise-level

@@ -8,21 +8,28 @@ follows from the step because both data streams are pure functions of element in
 results stay on the device between log points: the loop never waits on the accelerator to
 read a loss.
 
-A run can be stopped at any moment and continued with ``resume``: from its newest checkpoint,
-or from the start if it was stopped before the first one (the folder's config and inputs are
-written before the first step).
+A run can be stopped at any moment and continued with ``resume``: from its newest checkpoint
+that loads (a damaged one is skipped with a warning naming it), or from the start if it was
+stopped before the first one (the folder's inputs and then its config are written before
+the first step; see :mod:`~cryoem_denoise.model.model_store` for the order of every write).
+A resumed run computes what the uninterrupted run would have, bit for bit. A run that fails
+(a full disk, bad data) before its first checkpoint removes what it wrote; one interrupted
+(Ctrl-C, SIGTERM) keeps its config and inputs, and resumes from step 0.
 """
 
+import contextlib
 import csv
+import errno
 import io
 import json
+import os
 import time
 from pathlib import Path
 
 import numpy as np
 
 from cryoem_denoise.data import pipeline
-from cryoem_denoise.errors import ConfigError, InputError
+from cryoem_denoise.errors import ConfigError, InputError, OutputError
 from cryoem_denoise.evaluation.metrics import psnr, ssim
 from cryoem_denoise.io.atomic import write_text
 from cryoem_denoise.model import model_store
@@ -82,8 +89,8 @@ def fit(cfg, clean_paths, model_dir, *, noisy_paths=None, resume=False, overwrit
     noisy_paths : list of path-like, optional
         Paired noisy files (same shapes); no noise is added then.
     resume : bool
-        Continue from the newest checkpoint (from the start if the run was stopped before
-        its first one).
+        Continue from the newest checkpoint that loads (damaged ones are skipped with a
+        warning), from the start if the run was stopped before its first one or none loads.
     progress : bool
         Show a progress bar (images/s, losses, ETA) on stderr.
     strategy : optional
@@ -100,43 +107,91 @@ def fit(cfg, clean_paths, model_dir, *, noisy_paths=None, resume=False, overwrit
     Raises
     ------
     InputError, OutputError, ConfigError
-        Before any training time is spent: bad data, unwritable folder, resume of a
-        finished run without a checkpoint or with an incompatible config.
+        Before any training time is spent: bad data, unwritable folder, resume of a run
+        that wrote nothing usable, of a finished run without a usable checkpoint, from a
+        damaged ``metadata.json`` or with an incompatible config. A full disk while
+        training: :class:`OutputError` (before the first checkpoint, what the run wrote is
+        removed again).
     """
     cfg.validate()
     model_dir = Path(model_dir)
-    ckpts = []
+    ckpts, record = [], None
     if cfg.train.init_from and not resume:
         init_weights(cfg)  # a bad --init-from fails before anything is read or written
     if resume:
-        saved = model_store.load_config(model_dir)
+        saved = model_store.load_config(model_dir, resume=True)
         check_resume_compatible(saved, cfg)
+        record = model_store.run_record(model_dir)
+        if not clean_paths:
+            raise InputError(f"cannot resume: the run stopped before recording its training "
+                             f"images (no {model_store.METADATA}); {model_store.START_AGAIN}, "
+                             "or give its images", model_dir)
         ckpts = model_store.checkpoint_paths(model_dir)
         if not ckpts and (model_dir / model_store.WEIGHTS).exists():
             raise InputError("no checkpoint to resume from", model_dir / model_store.CHECKPOINTS)
     else:
         model_store.check_new(model_dir, overwrite=overwrite)
     train_set, val = prepare_data(cfg, clean_paths, noisy_paths)  # bad data: nothing written
-    if not resume:
-        model_store.prepare_new(model_dir, overwrite=overwrite)
-    if ckpts:
-        before = model_store.load_metadata(model_dir).get("data", {}).get("fingerprint")
-        if before and before != train_set.fingerprint:
-            raise ConfigError("cannot resume on different data: the images (or their scaling) "
-                              "differ from the ones the run started with")
-    model_store.save_config(model_dir, cfg)
-    trainer = make_trainer(cfg, strategy)
-    start_step = 0
-    if ckpts:
-        start_step = trainer.set_state(model_store.load_checkpoint(ckpts[-1][1]), ckpts[-1][1])
-    elif cfg.train.init_from:
-        trainer.load_generator_weights(init_weights(cfg))
+    if ckpts and record["fingerprint"] and record["fingerprint"] != train_set.fingerprint:
+        raise ConfigError("cannot resume on different data: the images (or their scaling) "
+                          "differ from the ones the run started with")
     inputs = {"clean": [str(Path(p).resolve()) for p in clean_paths],
               "noisy": [str(Path(p).resolve()) for p in noisy_paths] if noisy_paths else None}
-    if not start_step:  # a run stopped before its first checkpoint can still be resumed
-        model_store.save_metadata(model_dir, _metadata(cfg, train_set, inputs, 0, [], 0.0))
-    return _loop(trainer, cfg, train_set, val, inputs, model_dir, start_step, progress, stop_after,
-                 time_limit)
+    created = not os.path.lexists(model_dir)
+    logs = model_dir / model_store.LOGS
+    logs_before = set(os.listdir(logs)) if logs.is_dir() else None
+    try:
+        if resume:
+            model_store.remove_temporaries(model_dir)
+        else:
+            model_store.prepare_new(model_dir, overwrite=overwrite)
+            # the inputs first: a folder with a config can always be resumed
+            model_store.save_metadata(model_dir, _metadata(cfg, train_set, inputs, 0, [], 0.0))
+        model_store.save_config(model_dir, cfg)
+        trainer = make_trainer(cfg, strategy)
+        start_step = _restore(trainer, model_dir, ckpts) if ckpts else 0
+        if not start_step:
+            record = None
+            if cfg.train.init_from:
+                trainer.load_generator_weights(init_weights(cfg))
+            if resume:  # the inputs of this call, in case they were not recorded
+                model_store.save_metadata(model_dir,
+                                          _metadata(cfg, train_set, inputs, 0, [], 0.0))
+        return _loop(trainer, cfg, train_set, val, inputs, model_dir, start_step, progress,
+                     stop_after, time_limit, record)
+    except Exception:
+        if not resume:  # a full disk, a bad file: nothing usable is left behind
+            model_store.discard_unusable(model_dir, created, logs_before)
+        raise
+
+
+def _restore(trainer, model_dir, ckpts):
+    """Set ``trainer`` to the newest checkpoint that loads; return its step (0: none did).
+
+    Each damaged checkpoint skipped is one warning naming it.
+
+    Raises
+    ------
+    InputError
+        None loads and the folder holds a finished model (starting again would replace it).
+    """
+    skipped = []
+    for step, path in reversed(ckpts):
+        try:
+            trainer.set_state(model_store.load_checkpoint(path, step), path)
+        except InputError as exc:
+            skipped.append(exc)
+            continue
+        for exc in skipped:
+            model_store.warn(f"{exc}: skipped, resuming from {path.name}")
+        return step
+    for exc in skipped:
+        model_store.warn(f"{exc}: skipped")
+    if (model_dir / model_store.WEIGHTS).exists():
+        raise InputError("no usable checkpoint to resume from (each is damaged)",
+                         model_dir / model_store.CHECKPOINTS)
+    model_store.warn(f"{model_dir}: no usable checkpoint: training again from step 0")
+    return 0
 
 
 def init_model_dir(name):
@@ -218,16 +273,59 @@ def _mean_rows(outs):
 
 
 def _loop(trainer, cfg, train_set, val, inputs, model_dir, start_step, progress, stop_after,
-          time_limit=None):
-
+          time_limit=None, record=None):
+    """The steps from ``start_step`` on; ``record``: what the run's metadata said before
+    (:func:`~cryoem_denoise.model.model_store.run_record`) when it is resumed."""
     t = cfg.train
     per_step = t.batch_size * t.n_critic
     trainer.start(train_set, start_step)
-    writer = scalar_writer(model_dir / model_store.LOGS)
+    writer = _LogWriter(model_dir / model_store.LOGS)
+    try:
+        meta = _steps(trainer, cfg, train_set, val, inputs, model_dir, start_step, progress,
+                      stop_after, time_limit, record or {}, writer, per_step)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            writer.close()
+        raise
+    writer.close()
+    return meta
+
+
+class _LogWriter:
+    """The TensorBoard scalar writer, whose failures are :class:`OutputError` lines (with
+    TensorFlow installed its file errors are TensorFlow's, not ``OSError``)."""
+
+    def __init__(self, logdir):
+        self.logdir = logdir
+        self._writer = self._call(scalar_writer, logdir)
+
+    def _call(self, fn, *args):
+        try:
+            return fn(*args)
+        except Exception as exc:
+            text = str(exc)
+            if not (isinstance(exc, OSError) or type(exc).__module__.startswith("tensorflow")
+                    or "No space left" in text):
+                raise
+            if getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT) \
+                    or "No space left" in text:
+                raise OutputError("no space left on device", self.logdir) from None
+            raise OutputError(f"cannot write the TensorBoard log ({text.splitlines()[0][:160]})",
+                              self.logdir) from None
+
+    def scalar(self, tag, value, step):
+        self._call(self._writer.scalar, tag, value, step)
+
+    def close(self):
+        self._call(self._writer.close)
+
+
+def _steps(trainer, cfg, train_set, val, inputs, model_dir, start_step, progress, stop_after,
+           time_limit, before, writer, per_step):
+    t = cfg.train
     losses_path = model_dir / model_store.LOSSES
-    meta = model_store.load_metadata(model_dir) if start_step else {}
-    history = meta.get("validation", [])
-    seconds_before = meta.get("train_seconds", 0.0)
+    history = list(before.get("validation", []))
+    seconds_before = before.get("train_seconds", 0.0)
     outs = []
     started = time.perf_counter()
     interval_start, interval_images = started, 0
@@ -235,42 +333,46 @@ def _loop(trainer, cfg, train_set, val, inputs, model_dir, start_step, progress,
     bar = progress_bar(t.steps, "fit", "step", progress, initial=start_step)
     ran = 0
     timed_out = False
-    while step < t.steps:
-        outs.append(trainer.step(step))
-        step += 1
-        ran += 1
-        interval_images += per_step
-        bar.update(1)
-        if step % t.log_every == 0 or step == t.steps:
-            row = _mean_rows(outs)  # waits for the interval's steps to finish
-            now = time.perf_counter()
-            row["images_per_s"] = interval_images / max(now - interval_start, 1e-9)
-            row["step"] = step
-            _append_losses(losses_path, row)
-            for k, v in row.items():
-                if k != "step":
-                    writer.scalar(k, v, step)
-            bar.set_postfix(img_s=f"{row['images_per_s']:.2f}", g=f"{row['g_loss']:.4g}",
-                            d=f"{row['d_loss']:.3g}")
-            outs = []
-            interval_start, interval_images = now, 0
-        if val is not None and (step % t.validate_every == 0 or step == t.steps):
-            record = {"step": step, **_validate_metrics(trainer, val)}
-            history = [h for h in history if h["step"] != step] + [record]
-            writer.scalar("val_psnr", record["val_psnr"], step)
-            writer.scalar("val_ssim", record["val_ssim"], step)
-        stopping = stop_after is not None and ran >= stop_after
-        timed_out = time_limit is not None and time.perf_counter() - started >= time_limit
-        stopping = stopping or timed_out
-        if step % t.checkpoint_every == 0 or step == t.steps or stopping:
-            model_store.save_checkpoint(model_dir, step, trainer.get_state(step))
-            meta = _metadata(cfg, train_set, inputs, step, history,
-                             seconds_before + time.perf_counter() - started)
-            model_store.save_metadata(model_dir, meta)
-        if stopping:
-            break
-    bar.close()
-    writer.close()
+    try:
+        while step < t.steps:
+            outs.append(trainer.step(step))
+            step += 1
+            ran += 1
+            interval_images += per_step
+            bar.update(1)
+            if step % t.log_every == 0 or step == t.steps:
+                row = _mean_rows(outs)  # waits for the interval's steps to finish
+                now = time.perf_counter()
+                row["images_per_s"] = interval_images / max(now - interval_start, 1e-9)
+                row["step"] = step
+                _append_losses(losses_path, row)
+                for k, v in row.items():
+                    if k != "step":
+                        writer.scalar(k, v, step)
+                bar.set_postfix(img_s=f"{row['images_per_s']:.2f}", g=f"{row['g_loss']:.4g}",
+                                d=f"{row['d_loss']:.3g}")
+                outs = []
+                interval_start, interval_images = now, 0
+            if val is not None and (step % t.validate_every == 0 or step == t.steps):
+                record = {"step": step, **_validate_metrics(trainer, val)}
+                history = sorted([h for h in history if h["step"] != step] + [record],
+                                 key=lambda h: h["step"])
+                writer.scalar("val_psnr", record["val_psnr"], step)
+                writer.scalar("val_ssim", record["val_ssim"], step)
+            stopping = stop_after is not None and ran >= stop_after
+            timed_out = time_limit is not None and time.perf_counter() - started >= time_limit
+            stopping = stopping or timed_out
+            if step % t.checkpoint_every == 0 or step == t.steps or stopping:
+                # the metadata first: a run killed between the two resumes from the checkpoint
+                # before, redoes this step's validation and keeps its record
+                meta = _metadata(cfg, train_set, inputs, step, history,
+                                 seconds_before + time.perf_counter() - started)
+                model_store.save_metadata(model_dir, meta)
+                model_store.save_checkpoint(model_dir, step, trainer.get_state(step))
+            if stopping:
+                break
+    finally:
+        bar.close()
     recalibrated = None
     if step >= t.steps or timed_out:  # out of time: a usable model, resumable to t.steps
         trainer.sync()
@@ -289,18 +391,29 @@ def _loop(trainer, cfg, train_set, val, inputs, model_dir, start_step, progress,
     return meta
 
 
+def _row_step(line):
+    """The step of a loss CSV row, ``None`` for the header or a line that is not a row."""
+    head = line.split(",", 1)[0]
+    return int(head) if head.isascii() and head.isdigit() else None
+
+
 def _append_losses(path, row):
-    """Append one row to the loss CSV (rewritten atomically; it stays small)."""
-    old = path.read_text() if path.exists() else ""
+    """Append one row to the loss CSV (rewritten atomically; it stays small).
+
+    Rows of this step and later (a resumed run recomputes them) and lines that are not
+    rows of the CSV (a damaged file) are dropped.
+    """
+    try:
+        old = path.read_bytes().decode("utf-8", errors="replace") if path.exists() else ""
+    except OSError:
+        old = ""  # unreadable: written again from this row on
+    header = ",".join(LOSS_FIELDS)
+    kept = [line + "\n" for line in old.splitlines()
+            if (step := _row_step(line)) is not None and step < row["step"]]
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=LOSS_FIELDS, extrasaction="ignore")
-    if not old:
-        w.writeheader()
+    w = csv.DictWriter(buf, fieldnames=LOSS_FIELDS, extrasaction="ignore", lineterminator="\n")
     w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-    # drop rows a resumed run recomputes
-    kept = [line for line in old.splitlines(keepends=True)
-            if not line[:1].isdigit() or int(line.split(",")[0]) < row["step"]]
-    write_text(path, "".join(kept) + buf.getvalue(), overwrite=True)
+    write_text(path, header + "\n" + "".join(kept) + buf.getvalue(), overwrite=True)
 
 
 def _metadata(cfg, train_set, inputs, step, history, seconds):
