@@ -27,7 +27,7 @@ LOSS_WEIGHTINGS = ("none", "inverse_sigma", "inverse_variance")
 
 def option(default=None, help="", *, name=None, off=None, choices=None, kind=None,
            metavar=None, default_text=None, low=None, high=None, low_open=False,
-           high_open=False):
+           high_open=False, commands=None):
     """A setting that is also a command-line option: its help text is declared here, once.
 
     The ``fit`` command's options are generated from these fields
@@ -55,11 +55,14 @@ def option(default=None, help="", *, name=None, off=None, choices=None, kind=Non
         The range a number given on the command line must lie in (checked when it is
         parsed; ``low_open``/``high_open``: the bound itself excluded); numbers must be
         finite.
+    commands : tuple of str, optional
+        The commands that offer the option (default: every command built from this
+        config, e.g. ``fit`` from :class:`FitConfig`).
     """
     return field(default=default, metadata={"cli": {
         "help": help, "name": name, "off": off, "choices": choices, "kind": kind,
         "metavar": metavar, "default_text": default_text,
-        "range": (low, high, low_open, high_open)}})
+        "range": (low, high, low_open, high_open), "commands": commands}})
 
 
 #: The paper's Table 2 optimiser experiments: (G optimiser, G lr, D optimiser, D lr).
@@ -306,22 +309,38 @@ class SimulationConfig:
     RANGES = ("pixel_size", "particles", "amplitude_contrast", "defocus_um", "b_factor", "ice")
 
     pixel_size: float = option(
-        2.0, "Pixel size of simulated fields, Å: a value or a range LOW:HIGH drawn per field",
+        2.0, "Pixel size of simulated fields, Å; a value or a range LOW:HIGH drawn per field",
         kind=str)
-    field: int = 512                # field side in pixels
-    particles: int = 6              # particles per field, fewer if they do not fit (or a range)
-    voltage_kv: float = 300.0
-    cs_mm: float = 2.7
-    amplitude_contrast: float = 0.1  # (or a range)
-    defocus_um: tuple = (1.0, 2.5)  # underfocus range, drawn uniformly per field
-    astigmatism_um: float = 0.05    # max half-difference of the two defoci
-    b_factor: float = 50.0          # envelope exp(-B k^2 / 4), Å^2 (or a range)
+    field: int = option(512, low=16, help="Field side in pixels", commands=("simulate",))
+    particles: int = option(
+        6, "Particles per field, fewer if they do not fit; a value or a range LOW:HIGH drawn "
+        "per field", kind=str, commands=("simulate",))
+    voltage_kv: float = option(300.0, low=0, low_open=True, help="Acceleration voltage, kV",
+                               name="voltage", commands=("simulate",))
+    cs_mm: float = option(2.7, low=0, help="Spherical aberration, mm", name="cs",
+                          commands=("simulate",))
+    amplitude_contrast: float = option(
+        0.1, "Amplitude contrast; a value or a range LOW:HIGH drawn per field", kind=str,
+        commands=("simulate",))
+    defocus_um: tuple = option(
+        (1.0, 2.5), "Underfocus, µm; a value or a range LOW:HIGH drawn per field", kind=str,
+        name="defocus", commands=("simulate",))
+    astigmatism_um: float = option(0.05, low=0, help="Max half-difference of the two defoci, µm",
+                                   name="astigmatism", commands=("simulate",))
+    b_factor: float = option(
+        50.0, "Envelope exp(-B k^2 / 4), Å²; a value or a range LOW:HIGH drawn per field",
+        kind=str, commands=("simulate",))
     atom_blur: float = 1.0          # Gaussian blur of the projected points, Å
-    ice: float = 0.3                # ice amplitude relative to the mean particle peak (or a range)
+    ice: float = option(
+        0.3, "Ice amplitude relative to the mean particle peak; a value or a range LOW:HIGH "
+        "drawn per field", kind=str, commands=("simulate",))
     ice_length: float = 300.0       # ice correlation length, Å
-    map_threshold: float = None     # density maps: voxels above this (default mean + std)
+    map_threshold: float = option(
+        None, "Density maps: voxels above this value", kind=float, name="threshold",
+        default_text="mean + std", commands=("simulate",))
     fields: int = option(
-        600, low=1, help="Fields simulated per --simulate source; for the built-in training set, "
+        600, low=1, commands=("fit",),
+        help="Fields simulated per --simulate source; for the built-in training set, "
         "in all, "
         "split evenly over its structures", name="sim-fields")
 
@@ -415,6 +434,64 @@ class InferenceConfig:
     def __post_init__(self):
         if self.overlap is None:
             self.overlap = self.tile // 8 if self.tile and self.tile > 0 else 0
+
+
+#: The methods ``evaluate`` compares.
+EVALUATE_METHODS = ("gan", "bm3d", "ksvd", "gaussian", "noisy")
+
+
+@dataclass
+class KSVDConfig:
+    """K-SVD denoising settings (Elad & Aharon 2006 defaults, scaled for speed)."""
+
+    patch: int = 8
+    atoms: int = 128
+    train_patches: int = 3000
+    iterations: int = 6
+    train_sparsity: int = 4
+    error_factor: float = 1.15
+    stride: int = 2
+    lam: float = 30.0
+    seed: int = 0
+
+
+@dataclass
+class EvaluateConfig:
+    """The comparison ``evaluate`` runs (its fields with a help text are its options)."""
+
+    sigmas: tuple = option((10.0, 25.0, 40.0, 80.0), "Noise levels on [0,255], comma-separated",
+                           name="sigma", kind="list", default_text="10,25,40,80")
+    methods: tuple = option(EVALUATE_METHODS, "Comma-separated: gan, bm3d, ksvd, gaussian, noisy",
+                            kind="list", default_text="gan,bm3d,ksvd,gaussian,noisy")
+    seed: int = option(0, low=0, help="Seed of the noise (the paper's protocol, as apply --sigma)")
+    crop: int = option(None, kind=int, low=16, help="Centre-crop every image to this side first",
+                       default_text="whole images")
+    max_images: int = option(None, kind=int, low=1, default_text="all",
+                             help="Use at most this many images (validation included)")
+    validation_every: int = 5   # every N-th image chooses the Gaussian width, is not scored
+    jobs: int = option(None, kind=int, low=1, help="Processes for the classical methods",
+                       default_text="CPU count")
+    intensity: str = "minmax"
+    ksvd: KSVDConfig = field(default_factory=KSVDConfig)
+
+    def validate(self):
+        unknown = [m for m in self.methods if m not in EVALUATE_METHODS]
+        if unknown:
+            raise ConfigError(f"unknown method {unknown[0]!r} "
+                              f"(choose from {', '.join(EVALUATE_METHODS)})")
+        if not self.methods:
+            raise ConfigError("no methods given")
+        if not self.sigmas:
+            raise ConfigError("no noise levels given")
+        for s in self.sigmas:
+            SigmaSpec.parse(s)
+        if self.crop is not None and self.crop < 16:
+            raise ConfigError("crop must be at least 16 pixels")
+        for name in ("max_images", "jobs", "validation_every"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"{name.replace('_', '-')} must be at least 1, got {value}")
+        return self
 
 
 #: The broad simulation the shipped model trains on: each setting drawn per field over the

@@ -16,7 +16,7 @@ def _params(command):
 
 
 def test_every_option_field_is_a_fit_option_with_its_help_and_default():
-    fields = config_fields(FitConfig)
+    fields = config_fields(FitConfig, command="fit")
     assert {"steps", "tile", "sigma", "critic", "sim_fields", "pixel_size",
             "freeze_batch_norm", "noisy_intensity"} <= set(fields)
     params = _params("fit")
@@ -32,7 +32,7 @@ def test_every_option_field_is_a_fit_option_with_its_help_and_default():
 
 
 def test_a_given_option_lands_in_its_config_field():
-    fields = config_fields(FitConfig)
+    fields = config_fields(FitConfig, command="fit")
     samples = {bool: False, int: 3, float: 0.25, str: "x"}
     for dest, (section, fld) in fields.items():
         if dest in ("sigma", "pixel_size", "init_from") or fld.metadata["cli"]["choices"]:
@@ -61,3 +61,16 @@ def test_generated_options_check_their_values(args, tmp_path):
     result = CliRunner().invoke(cli, ["fit", "--tiny", "--out", str(tmp_path / "m"), *args])
     assert result.exit_code == 2 and "invalid value" in result.output.lower()
     assert not (tmp_path / "m").exists()
+
+
+def test_simulate_options_come_from_the_simulation_config():
+    from cryoem_denoise.config import SimulationConfig
+
+    fields = config_fields(SimulationConfig, command="simulate")
+    assert {"pixel_size", "field", "particles", "voltage", "cs", "amplitude_contrast",
+            "defocus", "astigmatism", "b_factor", "ice", "threshold"} == set(fields)
+    params = _params("simulate")
+    for dest, (_, fld) in fields.items():
+        assert fld.metadata["cli"]["help"] in params[dest].help
+    assert "sim_fields" in _params("fit") and "sim_fields" not in params  # fit's only
+    assert "defocus" not in _params("fit")  # simulate's only

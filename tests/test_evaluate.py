@@ -6,6 +6,7 @@ from click.testing import CliRunner
 
 from cryoem_denoise.evaluation import evaluate as ev
 from cryoem_denoise.cli import cli
+from cryoem_denoise.config import EVALUATE_METHODS
 from cryoem_denoise.errors import ConfigError, InputError
 
 
@@ -27,7 +28,7 @@ def test_evaluate_all_methods_tables_figures_and_resume(tiny_model, clean_stack,
     out = tmp_path / "ev"
     results = ev.evaluate([clean_stack], out, _cfg(), model_dir=tiny_model)
     summary = results["summary"]["30.0"]
-    assert set(summary) == set(ev.METHODS)
+    assert set(summary) == set(EVALUATE_METHODS)
     assert summary["gan"]["n"] == 4  # 6 images, 2 of them (every 5th) choose the blur width
     assert len(results["images"]["validation"]) == 2
     assert results["gaussian_widths"][30.0] > 0

@@ -7,7 +7,8 @@ import click
 import numpy as np
 
 from cryoem_denoise.cli.common import cli, exit_status, os_error_message, report_and_continue
-from cryoem_denoise.cli.options import COUNT, SEED, Number
+from cryoem_denoise.cli.options import COUNT, SEED, Number, config_fields, config_options, given_options
+from cryoem_denoise.config import SimulationConfig
 from cryoem_denoise.errors import CryoEMDenoiseError, InputError
 
 
@@ -137,29 +138,21 @@ def _parse_range(text, hint, integer=False):
     return parts[0] if len(parts) == 1 else tuple(parts)
 
 
-#: Simulation options that take a value or a LOW:HIGH range: option → (field, integer).
-_RANGE_OPTIONS = {"pixel_size": ("pixel_size", False), "particles": ("particles", True),
-                  "amplitude_contrast": ("amplitude_contrast", False),
-                  "defocus": ("defocus_um", False), "b_factor": ("b_factor", False),
-                  "ice": ("ice", False)}
-
-
-def _simulation_config(preset, ranges, **values):
-    """The preset (or the defaults) with the given range options and ``values`` applied."""
+def _simulation_config(preset, values):
+    """The preset (or the defaults) with the given settings applied; ranged settings given
+    as text (``'V'`` or ``'LOW:HIGH'``) are parsed."""
     from cryoem_denoise.config import SimulationConfig, broad_simulation
 
-    for option, text in ranges.items():
-        if text is None:
-            continue
-        name, integer = _RANGE_OPTIONS[option]
-        value = _parse_range(text, "--" + option.replace("_", "-"), integer)
-        values[name] = (value, value) if name == "defocus_um" and not isinstance(value, tuple) \
-            else value
+    fields = config_fields(SimulationConfig, command="simulate")
+    option_of = {fld.name: dest for dest, (_, fld) in fields.items()}
+    for name, value in values.items():
+        if name in SimulationConfig.RANGES and isinstance(value, str):
+            value = _parse_range(value, "--" + option_of[name].replace("_", "-"),
+                                 integer=name == "particles")
+            if name == "defocus_um" and not isinstance(value, tuple):
+                value = (value, value)
+            values[name] = value
     return broad_simulation(**values) if preset == "broad" else SimulationConfig(**values).validate()
-
-
-def _range_help(text, default):
-    return f"{text}; one value or a range LOW:HIGH drawn per field  [{default}]"
 
 
 @cli.command()
@@ -173,18 +166,7 @@ def _range_help(text, default):
                    "0:150 Å², defocus 0.3:4 µm, amplitude contrast 0.05:0.15, 2:12 particles "
                    "and ice 0:0.6 per field (the shipped model's training data); options "
                    "given here override it.")
-@click.option("--pixel-size", help=_range_help("Å per pixel", "2.0"))
-@click.option("--field", type=Number(int, low=16), default=512, show_default=True, help="Field side, pixels.")
-@click.option("--particles", help=_range_help("Particles per field", "6"))
-@click.option("--voltage", type=Number(float, low=0, low_open=True), default=300.0, show_default=True, help="kV.")
-@click.option("--cs", type=Number(float, low=0), default=2.7, show_default=True, help="Spherical aberration, mm.")
-@click.option("--amplitude-contrast", help=_range_help("Amplitude contrast", "0.1"))
-@click.option("--defocus", help=_range_help("Underfocus, µm", "1.0:2.5"))
-@click.option("--astigmatism", type=Number(float, low=0), default=0.05, show_default=True,
-              help="Max half-difference of the two defoci, µm.")
-@click.option("--b-factor", help=_range_help("Envelope, Å²", "50"))
-@click.option("--ice", help=_range_help("Background strength", "0.3"))
-@click.option("--threshold", type=Number(float), help="Density maps: voxels above this value.")
+@config_options(SimulationConfig, command="simulate")
 @click.option("--dose", type=Number(float, low=0, low_open=True),
               help="Also write the fields with shot noise: Poisson electron counts at this mean "
                    "dose, electrons per pixel (e/Å² times the pixel size squared), to "
@@ -198,9 +180,8 @@ def _range_help(text, default):
 @click.option("--png", is_flag=True, help="Also write a PNG of the first fields.")
 @click.option("--overwrite", is_flag=True)
 @click.option("--quiet", "-q", is_flag=True)
-def simulate(source, out, n_fields, seed, preset, pixel_size, field, particles, voltage, cs,
-             amplitude_contrast, defocus, astigmatism, b_factor, ice, threshold, dose, halves,
-             contrast, png, overwrite, quiet):
+def simulate(source, out, n_fields, seed, preset, dose, halves, contrast, png, overwrite, quiet,
+             **options):
     """Simulate clean cryo-EM fields from SOURCE (PDB/mmCIF model or MRC density map).
 
     Random orientations, non-overlapping particles on a smooth ice background, the CTF of
@@ -215,20 +196,15 @@ def simulate(source, out, n_fields, seed, preset, pixel_size, field, particles, 
 
     from cryoem_denoise.data import simulate as sim
 
-    ranges = {"pixel_size": pixel_size, "particles": particles, "defocus": defocus,
-              "amplitude_contrast": amplitude_contrast, "b_factor": b_factor, "ice": ice}
-    cfg = _simulation_config(preset, ranges, field=field, voltage_kv=voltage, cs_mm=cs,
-                             astigmatism_um=astigmatism, map_threshold=threshold,
-                             fields=max(n_fields, 1))
-    if n_fields < 1:
-        raise click.BadParameter("must be at least 1", param_hint="--n")
+    values = given_options(SimulationConfig, options, command="simulate")
+    cfg = _simulation_config(preset, {**values, "fields": n_fields})
     if halves and dose is None:
         raise click.BadParameter("needs --dose", param_hint="--halves")
     started = time.perf_counter()
     path = sim.simulate_to_file(source, out, n_fields, cfg, seed, dose=dose, halves=halves,
                                 contrast=contrast, overwrite=overwrite, progress=not quiet)
     seconds = time.perf_counter() - started
-    click.echo(f"{n_fields} field(s) of {field}x{field} px written to {path} "
+    click.echo(f"{n_fields} field(s) of {cfg.field}x{cfg.field} px written to {path} "
                f"({n_fields / seconds:.1f} fields/s)")
     if dose is not None:
         noisy = ", ".join(str(p) for p in sim.shot_noise_paths(out, halves))

@@ -72,14 +72,17 @@ def _sections(config_cls):
             and dataclasses.is_dataclass(f.default_factory)]
 
 
-def config_fields(config_cls, only=None):
+def config_fields(config_cls, only=None, command=None):
     """``{option dest: (section, field)}`` for every option field of ``config_cls`` (or of
-    its sections; ``section`` is ``None`` for a flat config); ``only``: these dests alone."""
+    its sections; ``section`` is ``None`` for a flat config); ``only``: these dests alone;
+    ``command``: the options that command offers."""
     found = {}
     for section, cls in _sections(config_cls):
         for fld in dataclasses.fields(cls):
             meta = fld.metadata.get("cli")
             if meta is None:
+                continue
+            if command is not None and meta["commands"] and command not in meta["commands"]:
                 continue
             dest = (meta["name"] or fld.name).replace("-", "_")
             if only is None or dest in only:
@@ -87,10 +90,10 @@ def config_fields(config_cls, only=None):
     return found
 
 
-def given_options(config_cls, options):
+def given_options(config_cls, options, command=None):
     """The options of ``config_cls`` that were given on the command line (not ``None``), as
     ``{field name: value}``, popped from ``options``."""
-    return {fld.name: value for dest, (_, fld) in config_fields(config_cls).items()
+    return {fld.name: value for dest, (_, fld) in config_fields(config_cls, None, command).items()
             if (value := options.pop(dest, None)) is not None}
 
 
@@ -115,16 +118,19 @@ def _click_option(dest, fld):
         kind = click.Choice(list(meta["choices"]))
     elif kind == "count":
         kind = Number(int, low=0)
+    elif kind == "list":  # comma-separated; the command parses it
+        kind = str
     elif kind in (int, float):
         kind = Number(kind, *meta["range"])
     return click.option(f"--{name}", dest, type=kind, default=None, metavar=meta["metavar"],
                         help=help_text)
 
 
-def config_options(config_cls, only=None):
+def config_options(config_cls, only=None, command=None):
     """Decorator adding a click option (default ``None``: "not given") for every option
-    field of ``config_cls``'s sections, in declaration order."""
-    fields = config_fields(config_cls, only)
+    field of ``config_cls`` (or of its sections) that ``command`` offers, in declaration
+    order."""
+    fields = config_fields(config_cls, only, command)
 
     def decorate(command):
         for dest, (_, fld) in reversed(list(fields.items())):

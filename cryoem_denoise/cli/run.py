@@ -15,8 +15,12 @@ from cryoem_denoise.cli.common import (
     warn_precision,
     warning_line,
 )
-from cryoem_denoise.cli.options import COUNT, SEED, Number, config_options, given_options
-from cryoem_denoise.config import InferenceConfig
+from cryoem_denoise.cli.options import (
+    SEED,
+    config_options,
+    given_options,
+)
+from cryoem_denoise.config import EvaluateConfig, InferenceConfig
 
 #: ``--format`` values: file formats, and the pixel types it meant before ``--dtype``.
 _FORMATS = ("mrc", "tiff", "tif", "png")
@@ -199,16 +203,9 @@ def _apply_halves(pairs, model_dir, out_dir, suffix, inference, overwrite, pixel
 @click.option("--model", "-m", "model_dir", type=click.Path(),
               help="Model folder for the 'gan' method (default: the shipped model).")
 @click.option("--out", "-o", "out_dir", required=True, type=click.Path(file_okay=False))
-@click.option("--sigma", "sigmas", default="10,25,40,80", show_default=True,
-              help="Noise levels on [0,255], comma-separated.")
-@click.option("--methods", default="gan,bm3d,ksvd,gaussian,noisy", show_default=True,
-              help="Comma-separated: gan, bm3d, ksvd, gaussian, noisy.")
-@click.option("--seed", type=SEED, default=0, show_default=True)
-@click.option("--crop", type=Number(int, low=16), help="Centre-crop every image to this side first.")
-@click.option("--max-images", type=COUNT, help="Use at most this many images.")
-@click.option("--jobs", type=COUNT, help="Processes for the classical methods  [CPU count]")
+@config_options(EvaluateConfig)
 @click.option("--quiet", "-q", is_flag=True)
-def evaluate(inputs, model_dir, out_dir, sigmas, methods, seed, crop, max_images, jobs, quiet):
+def evaluate(inputs, model_dir, out_dir, quiet, **options):
     """Compare the GAN with BM3D, K-SVD, Gaussian blur and the noisy input on clean INPUTS.
 
     INPUTS are image files (MRC, TIFF, PNG), folders or globs; a file that cannot be used
@@ -221,9 +218,11 @@ def evaluate(inputs, model_dir, out_dir, sigmas, methods, seed, crop, max_images
     from cryoem_denoise.evaluation import evaluate as ev
     from cryoem_denoise.io import image_io
 
-    cfg = ev.EvaluateConfig(sigmas=tuple(ev.parse_list(sigmas, float)),
-                            methods=tuple(ev.parse_list(methods)), seed=seed, crop=crop,
-                            max_images=max_images, jobs=jobs).validate()
+    values = given_options(EvaluateConfig, options)
+    for name, kind in (("sigmas", float), ("methods", str)):  # comma-separated lists
+        if name in values:
+            values[name] = tuple(ev.parse_list(values[name], kind))
+    cfg = EvaluateConfig(**values).validate()
     files = image_io.find_image_files(inputs)
     if "gan" in cfg.methods:
         quiet_tensorflow()

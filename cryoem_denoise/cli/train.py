@@ -8,7 +8,8 @@ from cryoem_denoise.config import PRESETS, FitConfig
 
 # -- fit ---------------------------------------------------------------------------------
 #: Option dest → (config section, field), generated from the config's option fields.
-_FIT_OPTIONS = {dest: (section, fld.name) for dest, (section, fld) in config_fields(FitConfig).items()}
+_FIT_OPTIONS = {dest: (section, fld.name)
+                for dest, (section, fld) in config_fields(FitConfig, command="fit").items()}
 
 #: Options that change the generator (they may not differ from an --init-from model's).
 _MODEL_OPTIONS = {k for k, (section, _) in _FIT_OPTIONS.items() if section == "model"} - {"tile"}
@@ -71,7 +72,7 @@ def _build_fit_config(base, experiment, options):
                    "(even/odd frames): Noise2Noise, halves swapped at random, no noise added.")
 @click.option("--self-supervised", "self_supervised", is_flag=True,
               help="INPUTS are single noisy exposures: Neighbor2Neighbor sub-sampled pairs.")
-@config_options(FitConfig)
+@config_options(FitConfig, command="fit")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--overwrite", is_flag=True, help="Replace a model already in --out.")
 @click.option("--max-minutes", type=Number(float, low=0, low_open=True),
@@ -193,7 +194,7 @@ def fit(inputs, out, noisy, config_file, tiny, preset, experiment, sim_sources, 
               help="Which of the paper's Table 2 experiments to run.")
 @click.option("--tiny", is_flag=True, help="Small, fast preset (64x64 tiles, 8 filters).")
 @config_options(FitConfig, only=("steps", "batch_size", "sigma", "seed", "log_every",
-                                 "validate_every"))
+                                 "validate_every"), command="fit")
 @click.option("--quiet", "-q", is_flag=True)
 def experiments(inputs, out_dir, names, tiny, quiet, **options):
     """The paper's optimiser experiments (Table 2): same data, seed and budget per setting.

@@ -24,7 +24,6 @@ noisy
     the noisy input itself (the "Noise image" column of the paper's Table 1).
 """
 
-from dataclasses import dataclass
 
 import bm3d
 import dictlearn
@@ -33,27 +32,13 @@ from numpy.lib.stride_tricks import sliding_window_view
 from scipy.ndimage import gaussian_filter
 from threadpoolctl import threadpool_limits
 
+from cryoem_denoise.config import KSVDConfig  # noqa: F401  (part of this module's interface)
 from cryoem_denoise.errors import ConfigError
 from cryoem_denoise.evaluation.metrics import psnr
 
 CLASSICAL = ("bm3d", "ksvd", "gaussian", "noisy")
 #: Gaussian widths (pixels) tried per noise level.
 GAUSSIAN_WIDTHS = tuple(np.round(np.arange(0.5, 4.01, 0.25), 2))
-
-
-@dataclass
-class KSVDConfig:
-    """K-SVD denoising settings (Elad & Aharon 2006 defaults, scaled for speed)."""
-
-    patch: int = 8
-    atoms: int = 128
-    train_patches: int = 3000
-    iterations: int = 6
-    train_sparsity: int = 4
-    error_factor: float = 1.15
-    stride: int = 2
-    lam: float = 30.0
-    seed: int = 0
 
 
 def bm3d_denoise(noisy, sigma):

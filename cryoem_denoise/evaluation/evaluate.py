@@ -26,14 +26,15 @@ import shutil
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
+from cryoem_denoise.config import EvaluateConfig  # noqa: F401  (part of this module's interface)
 from cryoem_denoise.data.intensity import to_unit255
-from cryoem_denoise.data.noise import SigmaSpec, add_protocol_noise
+from cryoem_denoise.data.noise import add_protocol_noise
 from cryoem_denoise.errors import (
     ConfigError,
     CryoEMDenoiseError,
@@ -48,40 +49,8 @@ from cryoem_denoise.model.model_store import environment
 from cryoem_denoise.runtime.processes import init_worker
 from cryoem_denoise.runtime.progress import progress_bar
 
-METHODS = ("gan", "bm3d", "ksvd", "gaussian", "noisy")
 LABELS = {"gan": "GAN (ours)", "bm3d": "BM3D", "ksvd": "K-SVD", "gaussian": "Gaussian blur",
           "noisy": "Noisy"}
-
-
-@dataclass
-class EvaluateConfig:
-    sigmas: tuple = (10.0, 25.0, 40.0, 80.0)
-    methods: tuple = METHODS
-    seed: int = 0
-    crop: int = None            # centre crop side (None: whole images)
-    max_images: int = None      # use at most this many images (validation included)
-    validation_every: int = 5   # every N-th image chooses the Gaussian width, is not scored
-    jobs: int = None            # processes for the classical methods (default: CPU count)
-    intensity: str = "minmax"
-    ksvd: baselines.KSVDConfig = field(default_factory=baselines.KSVDConfig)
-
-    def validate(self):
-        unknown = [m for m in self.methods if m not in METHODS]
-        if unknown:
-            raise ConfigError(f"unknown method {unknown[0]!r} (choose from {', '.join(METHODS)})")
-        if not self.methods:
-            raise ConfigError("no methods given")
-        if not self.sigmas:
-            raise ConfigError("no noise levels given")
-        for s in self.sigmas:
-            SigmaSpec.parse(s)
-        if self.crop is not None and self.crop < 16:
-            raise ConfigError("crop must be at least 16 pixels")
-        for name in ("max_images", "jobs", "validation_every"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ConfigError(f"{name.replace('_', '-')} must be at least 1, got {value}")
-        return self
 
 
 def parse_list(text, kind=str):
