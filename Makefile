@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-EXTRAS ?= cpu,jax,test,docs
+EXTRAS ?= cpu,jax,test,docs,star
 DEMO_OUT ?= demo-out
 DEMO_STEPS ?= 300
 

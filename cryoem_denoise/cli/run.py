@@ -86,7 +86,12 @@ def _format_and_dtype(fmt, dtype):
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def apply(inputs, model_dir, out_dir, noisy_halves, sigma, seed, noise_level, png, fmt, dtype,
           pixel_size, suffix, skip_existing, overwrite, shard, quiet, **options):
-    """Denoise image INPUTS (MRC, TIFF, PNG files, folders, globs) with a model into --out.
+    """Denoise image INPUTS (MRC, TIFF, PNG files, folders, globs, STAR lists) into --out.
+
+    A RELION or cryoSPARC STAR file (micrographs: rlnMicrographName; particles:
+    rlnImageName N@stack) is read with its optics tables' pixel sizes, paths relative to
+    the current (project) folder; the same tables, pointing at the denoised images, are
+    written to --out as denoised_micrographs.star (or denoised_particles.star).
 
     2D images, stacks (section by section) and volumes (as sections) of any size are
     tiled, denoised in batches, blended and written in the input's units with its voxel size,
@@ -97,10 +102,10 @@ def apply(inputs, model_dir, out_dir, noisy_halves, sigma, seed, noise_level, pn
     from pathlib import Path
 
     from cryoem_denoise.data.noise import SigmaSpec
-    from cryoem_denoise.errors import ConfigError
+    from cryoem_denoise.errors import ConfigError, InputError
     from cryoem_denoise.inference import apply_files
     from cryoem_denoise.inference.denoiser import Denoiser, check_noise_level
-    from cryoem_denoise.io import image_io
+    from cryoem_denoise.io import image_io, star
     from cryoem_denoise.io.atomic import output_folder
 
     inference = InferenceConfig(**given_options(InferenceConfig, options))
@@ -124,17 +129,35 @@ def apply(inputs, model_dir, out_dir, noisy_halves, sigma, seed, noise_level, pn
         format=fmt, pixel_size=pixel_size, noise_level=noise_level)
     if overwrite and skip_existing:
         raise ConfigError("choose one of --overwrite and --skip-existing")
-    files = image_io.find_image_files(inputs)
+    # STAR lists (RELION, cryoSPARC): their images, with the optics tables' pixel sizes
+    lists = [star.read_star(path) for path in inputs if star.is_star_name(path)]
+    others = [path for path in inputs if not star.is_star_name(path)]
+    files = image_io.find_image_files(others) if others else []
+    listed = [f for each in lists for f in each.files if f not in set(files)]
+    files += list(dict.fromkeys(listed))
+    pixel_sizes = {f: size for each in lists for f, size in each.files.items() if size}
+    problems = [problem for each in lists for problem in each.problems]
+    if not files:  # nothing to denoise: every problem, then exit 2
+        for problem in problems[:-1]:
+            report_and_continue(problem)
+        raise (problems[-1] if problems else InputError("the STAR file lists no images"))
     with output_folder(out_dir):
-        jobs = apply_files.plan_jobs(files, options)
+        star_paths = apply_files.star_output_paths(lists, options)
+        jobs = apply_files.plan_jobs(files, options, pixel_sizes)
+        for problem in problems:  # rows naming no usable image: one line each
+            report_and_continue(problem)
         quiet_tensorflow()
         warn_precision(inference.precision)
         denoiser = Denoiser.load(default_model_or(model_dir), inference)
         check_noise_level(noise_level, denoiser.takes_noise_level)
         report = apply_files.run_jobs(denoiser, jobs, options, progress=not quiet)
+        written = apply_files.write_star_outputs(lists, star_paths, jobs, report, options)
     _report_noise_levels(report.noise_levels, denoiser.sigma_range)
     for path, message in report.failed:
         error_line(message)
+    for each, path, rows in zip(lists, star_paths, written):
+        click.echo(f"{path}: {rows} of {len(each.rows)} rows of {each.path.name}, pointing at "
+                   "the denoised images")
     rate = report.tiles / report.seconds if report.seconds else 0.0
     click.echo(f"{len(report.done)} file(s) denoised into {out_dir}"
                + (f", {len(report.skipped)} skipped (outputs exist)" if report.skipped else "")
@@ -145,8 +168,8 @@ def apply(inputs, model_dir, out_dir, noisy_halves, sigma, seed, noise_level, pn
         click.echo(f"sigma {sigma:g}: PSNR {overall['noisy_psnr']:.2f} -> {overall['denoised_psnr']:.2f} dB, "
                    f"SSIM {overall['noisy_ssim']:.3f} -> {overall['denoised_ssim']:.3f} "
                    f"(metrics.md in {out_dir})")
-    if report.failed:
-        sys.exit(exit_status(report.done or report.skipped, report.failed))
+    if report.failed or problems:
+        sys.exit(exit_status(report.done or report.skipped, report.failed or problems))
 
 
 def _report_noise_levels(levels, trained):

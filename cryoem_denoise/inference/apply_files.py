@@ -35,6 +35,7 @@ from cryoem_denoise.inference.denoiser import to_units
 from cryoem_denoise.io import image_io, mrc
 from cryoem_denoise.io.atomic import check_output_path, describe_os_error, write_text
 from cryoem_denoise.io.header import ImageHeader
+from cryoem_denoise.io.star import write_star
 from cryoem_denoise.runtime.progress import progress_bar
 
 METRICS_FILES = ("metrics.json", "metrics.csv", "metrics.md")
@@ -72,6 +73,8 @@ class Job:
     #: The input's header, read once when planning (``None`` if it could not be read: the
     #: file then fails, with the reason, when its turn comes).
     header: ImageHeader = None
+    #: Pixel size (Å) from a STAR file's optics table, for a header without one.
+    pixel_size: float = None
 
 
 @dataclass
@@ -193,8 +196,11 @@ def split_name(path):
     return stem, ext or ".mrc"
 
 
-def plan_jobs(files, options):
+def plan_jobs(files, options, pixel_sizes=None):
     """Assign output paths, apply the shard, and check every output before any work.
+
+    ``pixel_sizes``: file -> pixel size (Å) a STAR file gives, used where the file's own
+    header has none.
 
     Raises
     ------
@@ -232,7 +238,7 @@ def plan_jobs(files, options):
             for path in outputs.values():
                 check_output_path(path, overwrite=options.overwrite or options.skip_existing,
                                   protected=inputs)
-        jobs.append(Job(Path(f), outputs, skip, header))
+        jobs.append(Job(Path(f), outputs, skip, header, (pixel_sizes or {}).get(f)))
     if options.sigma is not None and not options.overwrite and not options.skip_existing:
         for name in METRICS_FILES:
             check_output_path(out_dir / name, overwrite=False)
@@ -254,7 +260,7 @@ def apply_file(denoiser, job, options, progress=None, noise_levels=None):
     noise_levels = [] if noise_levels is None else noise_levels
     with contextlib.ExitStack() as stack:
         sections, header = stack.enter_context(image_io.open_sections(job.source, job.header))
-        header = header.with_pixel_size(options.pixel_size)
+        header = header.with_pixel_size(job.pixel_size or options.pixel_size)
         if not header.pixel_size_is_placeholder:
             denoiser.check_pixel_size(header.pixel_size)
         n, ny, nx = header.shape
@@ -463,3 +469,40 @@ def metrics_markdown(files, overall, spread, sigma):
         lines.append(f"| {f['file']} | {f['sections']} | {f['noisy_psnr']:.2f} | "
                      f"{f['denoised_psnr']:.2f} | {f['noisy_ssim']:.3f} | {f['denoised_ssim']:.3f} |")
     return "\n".join(lines) + "\n"
+
+
+def star_output_paths(lists, options):
+    """Where the denoised version of each STAR list goes: ``denoised_micrographs.star`` or
+    ``denoised_particles.star`` in the output folder (``NAME_denoised.star`` for several
+    lists; ``_shardKofN`` added in a sharded run), checked before any work.
+
+    Raises
+    ------
+    OutputError
+        Two lists map to one output, or an output exists (without ``overwrite`` or
+        ``skip_existing``).
+    """
+    k, n = options.shard
+    shard = f"_shard{k}of{n}" if n > 1 else ""
+    paths = []
+    for listed in lists:
+        if len(lists) == 1:
+            kind = "micrographs" if listed.column == "rlnMicrographName" else "particles"
+            name = f"denoised_{kind}{shard}.star"
+        else:
+            name = f"{Path(listed.path).stem}{options.suffix}{shard}.star"
+        path = Path(options.out_dir) / name
+        if path in paths:
+            raise OutputError(f"two STAR lists would be written here ({listed.path.name})", path)
+        check_output_path(path, overwrite=options.overwrite or options.skip_existing)
+        paths.append(path)
+    return paths
+
+
+def write_star_outputs(lists, paths, jobs, report, options):
+    """Write each STAR list with its image column pointing at the denoised files (the rows
+    of images that were not denoised are left out); return the rows written per list."""
+    done = set(report.done) | set(report.skipped)
+    outputs = {job.source: job.outputs["denoised"] for job in jobs if job.source in done}
+    return [write_star(listed, outputs, path, overwrite=True)
+            for listed, path in zip(lists, paths)]
