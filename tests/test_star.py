@@ -100,3 +100,36 @@ def test_bad_star_files_are_one_line(project, tiny_model):
         listed = star.read_star(project / "p.star")
         raise listed.problems[0]
     assert not (project / "x").exists()
+
+
+def test_relion_external_job(project, tiny_model):
+    """RELION's External job conventions: outputs in --o, RELION_OUTPUT_NODES.star naming
+    the output STAR with its node type, RELION_JOB_EXIT_SUCCESS at the end."""
+    from cryoem_denoise.cli.relion import EXIT_FAILURE, EXIT_SUCCESS, OUTPUT_NODES
+
+    job = project / "External" / "job005"
+    job.mkdir(parents=True)  # RELION makes the job's folder
+    result = CliRunner().invoke(cli, ["relion-external", "--o", "External/job005/",
+                                      "--in_mics", "micrographs_ctf.star", "--j", "2",
+                                      "--model", str(tiny_model), "--tile", "64",
+                                      "--overlap", "16"])
+    assert result.exit_code == 0, result.output
+    assert (job / EXIT_SUCCESS).is_file() and not (job / EXIT_FAILURE).exists()
+    nodes = starfile.read(job / OUTPUT_NODES)
+    assert list(nodes["rlnPipeLineNodeName"]) == ["External/job005/denoised_micrographs.star"]
+    assert nodes["rlnPipeLineNodeTypeLabel"][0].startswith("MicrographGroupMetadata.star")
+    assert int(nodes["rlnPipeLineNodeType"][0]) == 1  # RELION 3.1's micrographs node
+    out = starfile.read(project / nodes["rlnPipeLineNodeName"][0], always_dict=True)
+    assert all((project / n).is_file() for n in out["micrographs"]["rlnMicrographName"])
+    # a rerun (RELION's "continue") does only what is missing and succeeds again
+    again = CliRunner().invoke(cli, ["relion-external", "--o", "External/job005/",
+                                     "--in_mics", "micrographs_ctf.star",
+                                     "--model", str(tiny_model), "--tile", "64"])
+    assert again.exit_code == 0, again.output
+    # a missing input: one line, the failure marker
+    bad = CliRunner().invoke(cli, ["relion-external", "--o", "External/job006/",
+                                   "--in_mics", "nothing.star", "--model", str(tiny_model)])
+    lines = [line for line in bad.stderr.splitlines() if line.strip()]
+    assert bad.exit_code == 2 and len(lines) == 1, bad.output
+    assert (project / "External/job006" / EXIT_FAILURE).is_file()
+    assert not (project / "External/job006" / OUTPUT_NODES).exists()
