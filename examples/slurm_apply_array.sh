@@ -6,6 +6,15 @@
 #
 #   sbatch --array=0-7 examples/slurm_apply_array.sh /data/Micrographs /data/Denoised
 #
+# INPUT may also be a RELION/cryoSPARC STAR file (run from the project folder); each task then
+# writes denoised_micrographs_shardKofN.star, and a last job merges them once all are done:
+#
+#   jid=$(sbatch --parsable --array=0-7 examples/slurm_apply_array.sh \
+#         CtfFind/job003/micrographs_ctf.star Denoise/job010)
+#   sbatch --dependency=afterok:$jid --wrap "cryoem-denoise merge-star \
+#         Denoise/job010/denoised_micrographs_shard*of8.star \
+#         --out Denoise/job010/denoised_micrographs.star"
+#
 # Exit status per task: 0 all done, 3 some files failed (one line each in the log), 2 none.
 #SBATCH --job-name=cryoem-denoise
 #SBATCH --cpus-per-task=8

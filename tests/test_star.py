@@ -133,3 +133,22 @@ def test_relion_external_job(project, tiny_model):
     assert bad.exit_code == 2 and len(lines) == 1, bad.output
     assert (project / "External/job006" / EXIT_FAILURE).is_file()
     assert not (project / "External/job006" / OUTPUT_NODES).exists()
+
+
+def test_sharded_star_lists_merge_into_the_unsharded_one(project, tiny_model):
+    for k in range(2):
+        result = _apply(tiny_model, "micrographs_ctf.star", "--out", "Denoise/job007",
+                        "--shard", f"{k}/2")
+        assert result.exit_code == 0, result.output
+    shards = [f"Denoise/job007/denoised_micrographs_shard{k}of2.star" for k in range(2)]
+    result = CliRunner().invoke(cli, ["merge-star", *shards, "--out",
+                                      "Denoise/job007/denoised_micrographs.star"])
+    assert result.exit_code == 0, result.output
+    merged = starfile.read(project / "Denoise/job007/denoised_micrographs.star",
+                           always_dict=True)
+    assert sorted(merged["micrographs"]["rlnMicrographName"]) == [
+        f"Denoise/job007/mic{i}_denoised.mrc" for i in range(2)]
+    assert len(merged["optics"]) == 1  # the optics table once
+    bad = CliRunner().invoke(cli, ["merge-star", shards[0], "particles_missing.star",
+                                   "--out", "x.star"])
+    assert bad.exit_code == 2 and not (project / "x.star").exists()

@@ -111,3 +111,20 @@ def relion_external(job_dir, in_mics, in_parts, model_dir, threads, **options):
     _marker(job, EXIT_SUCCESS if ok else EXIT_FAILURE)
     if status:
         sys.exit(status)
+
+
+@cli.command("merge-star")
+@click.argument("shards", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--out", "-o", "out", required=True, type=click.Path(dir_okay=False),
+              help="The merged STAR file.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out.")
+def merge_star(shards, out, overwrite):
+    """Merge the STAR lists of a sharded apply (SHARDS: denoised_*_shardKofN.star) into one.
+
+    The final step of a cluster job array: the image rows of every shard, in the order
+    given, and the other tables (optics) once.
+    """
+    from cryoem_denoise.io import star
+
+    rows = star.merge_stars(list(shards), out, overwrite=overwrite)
+    click.echo(f"{out}: {rows} rows from {len(shards)} STAR file(s)")

@@ -23,7 +23,7 @@ from pathlib import Path
 from cryoem_denoise.errors import InputError, OutputError
 from cryoem_denoise.io.atomic import atomic_output
 
-__all__ = ["StarList", "read_star", "write_star", "is_star_name", "IMAGE_COLUMNS"]
+__all__ = ["StarList", "read_star", "write_star", "merge_stars", "is_star_name", "IMAGE_COLUMNS"]
 
 #: The columns that name images, in the order they are looked for.
 IMAGE_COLUMNS = ("rlnMicrographName", "rlnImageName")
@@ -202,3 +202,58 @@ def write_star(listed, outputs, path, overwrite=False):
     except OSError as exc:
         raise OutputError(f"cannot write ({exc.strerror or exc})", path) from None
     return len(keep)
+
+
+def merge_stars(paths, path, overwrite=False):
+    """Merge the STAR lists of a sharded run (``apply --shard``) into one.
+
+    The image tables are concatenated in the order of ``paths``; the other tables (optics)
+    are the union of the shards' rows. Every list must have the same tables and columns.
+
+    Returns
+    -------
+    int
+        The rows of the merged image table.
+
+    Raises
+    ------
+    InputError
+        A list that cannot be read, or lists of different structure.
+    """
+    starfile = _starfile()
+    import pandas  # lazy: optional dependency (the star extra brings it with starfile)
+
+    merged, image_table = None, None
+    for source in paths:
+        try:
+            blocks = starfile.read(source, always_dict=True)
+        except Exception as exc:
+            text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise InputError(f"not a readable STAR file ({text})", source) from None
+        if merged is None:
+            merged = dict(blocks)
+            found = [name for name, table in blocks.items() if hasattr(table, "columns")
+                     and any(c in table.columns for c in IMAGE_COLUMNS)]
+            if not found:
+                raise InputError("no table lists images", source)
+            image_table = found[0]
+            continue
+        if list(blocks) != list(merged) or any(
+                list(getattr(blocks[n], "columns", [])) != list(getattr(merged[n], "columns", []))
+                for n in merged):
+            raise InputError(f"its tables or columns differ from {Path(paths[0]).name}'s: not "
+                             "shards of one list", source)
+        for name, table in blocks.items():
+            if not hasattr(table, "columns"):
+                continue
+            both = pandas.concat([merged[name], table], ignore_index=True)
+            merged[name] = both if name == image_table else both.drop_duplicates(
+                ignore_index=True)
+    if merged is None:
+        raise InputError("no STAR lists to merge")
+    try:
+        with atomic_output(path, overwrite=overwrite) as tmp:
+            starfile.write(merged, tmp)
+    except OSError as exc:
+        raise OutputError(f"cannot write ({exc.strerror or exc})", path) from None
+    return len(merged[image_table])
