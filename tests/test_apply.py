@@ -246,6 +246,7 @@ def test_tiff_inputs_give_tiff_outputs_or_the_format_asked(tiny_model, tmp_path)
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.iterdir()) == [
         "movie_sum_compare.png", "movie_sum_denoised.png", "movie_sum_denoised.tif",
+        "report.csv", "report.html",  # a run over several files: a report to scan
         "stack_compare.png", "stack_denoised.png", "stack_denoised.tiff"]
     data, header = image_io.read_sections(out / "stack_denoised.tiff")
     assert header.format == "tiff" and header.kind == "stack" and header.shape == (3, 70, 90)
@@ -350,8 +351,12 @@ def test_shards_in_parallel_processes_equal_one_run(tiny_model, tmp_path, clean_
                               stderr=subprocess.PIPE, text=True) for k in range(4)]
     for p in procs:
         assert p.wait() == 0, p.stderr.read()
-    names = sorted(p.name for p in (tmp_path / "one").iterdir())
-    assert names == sorted(p.name for p in (tmp_path / "sharded").iterdir())
+    names = sorted(p.name for p in (tmp_path / "one").iterdir() if p.suffix == ".mrc")
+    assert names == sorted(p.name for p in (tmp_path / "sharded").iterdir() if p.suffix == ".mrc")
     assert len(names) == 7
+    # each shard's report is its own; the unsharded run has one
+    assert (tmp_path / "one" / "report.html").is_file()
+    assert sorted(p.name for p in (tmp_path / "sharded").glob("report*.html")) == [
+        f"report_shard{k}of4.html" for k in range(4)]
     for name in names:
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "sharded" / name).read_bytes()

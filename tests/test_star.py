@@ -1,6 +1,5 @@
 """RELION / cryoSPARC STAR files in and out of `apply` (a RELION-style project folder)."""
 
-import numpy as np
 import pandas as pd
 import pytest
 import starfile

@@ -155,6 +155,8 @@ def apply(inputs, model_dir, out_dir, noisy_halves, sigma, seed, noise_level, pn
     _report_noise_levels(report.noise_levels, denoiser.sigma_range)
     for path, message in report.failed:
         error_line(message)
+    if report.report_files:
+        click.echo(f"report: {report.report_files[0]} (and .csv)")
     for each, path, rows in zip(lists, star_paths, written):
         click.echo(f"{path}: {rows} of {len(each.rows)} rows of {each.path.name}, pointing at "
                    "the denoised images")

@@ -19,6 +19,7 @@ the others are still written.
 
 import contextlib
 import csv
+import warnings
 import io
 import json
 import os
@@ -29,9 +30,17 @@ from pathlib import Path
 import numpy as np
 
 from cryoem_denoise.data.noise import add_protocol_noise, estimate_noise_level
-from cryoem_denoise.errors import ConfigError, CryoEMDenoiseError, OutputError
+from cryoem_denoise.errors import ConfigError, CryoEMDenoiseError, InputWarning, OutputError
 from cryoem_denoise.evaluation import figures, metrics
 from cryoem_denoise.inference.denoiser import to_units
+from cryoem_denoise.inference.report import (
+    COLOURED,
+    ReportEntry,
+    image_flags,
+    spectrum_summary,
+    thumbnails,
+    write_report,
+)
 from cryoem_denoise.io import image_io, mrc
 from cryoem_denoise.io.atomic import check_output_path, describe_os_error, write_text
 from cryoem_denoise.io.header import ImageHeader
@@ -88,6 +97,8 @@ class Report:
     seconds: float = 0.0
     tiles: int = 0
     noise_levels: list = field(default_factory=list)  # (path, sigma, how) for sigma_map models
+    entries: list = field(default_factory=list)  # ReportEntry per input (report.html)
+    report_files: list = field(default_factory=list)  # report.html, report.csv if written
 
 
 #: Sections a file's noise level is estimated from (evenly spaced; the median is used).
@@ -411,6 +422,18 @@ def run_jobs(denoiser, jobs, options, progress=False):
     bar.close()
     report.seconds = time.perf_counter() - started
     report.tiles = total_tiles
+    many = len(jobs) > 1 or options.shard[1] > 1  # a shard is part of a run over many
+    if many and (report.done or report.skipped):  # many files: a report to scan
+        report.entries = [_report_entry(denoiser, job, report) for job in jobs]
+        done = len(report.done) + len(report.skipped)
+        try:
+            k, n = options.shard
+            report.report_files = write_report(
+                options.out_dir, report.entries, summary=f"{done} of {len(jobs)} file(s) "
+                f"denoised into {options.out_dir}, {len(report.failed)} failed, in "
+                f"{report.seconds:.1f} s.", stem=f"report_shard{k}of{n}" if n > 1 else "report")
+        except CryoEMDenoiseError as exc:  # the images are written; the report is extra
+            warnings.warn(InputWarning(f"no report written: {exc}"), stacklevel=2)
     if options.sigma is not None and (report.rows or report.skipped):
         write_metrics(options.out_dir, report.rows, options)
     return report
@@ -506,3 +529,40 @@ def write_star_outputs(lists, paths, jobs, report, options):
     outputs = {job.source: job.outputs["denoised"] for job in jobs if job.source in done}
     return [write_star(listed, outputs, path, overwrite=True)
             for listed, path in zip(lists, paths)]
+
+
+def _report_entry(denoiser, job, report):
+    """The report's row of one input (:mod:`cryoem_denoise.inference.report`)."""
+    failed = dict(report.failed)
+    if job.source in failed:
+        return ReportEntry(job.source.name, "failed", message=failed[job.source],
+                           flags=["failed"])
+    entry = ReportEntry(job.source.name, "skipped" if job.skip else "denoised")
+    levels = {path: (level, how) for path, level, how in report.noise_levels}
+    if job.source in levels:
+        entry.noise_level, entry.noise_how = levels[job.source]
+        low, high = denoiser.sigma_range
+        if not low <= entry.noise_level <= high:
+            entry.flags.append(f"noise outside the trained {low:g}-{high:g}")
+    try:
+        with image_io.open_sections(job.source, job.header) as (sections, header):
+            n, ny, nx = header.shape
+            entry.shape = f"{nx}x{ny}" + (f"x{n}" if n > 1 else "")
+            size = header.with_pixel_size(job.pixel_size).pixel_size
+            entry.pixel_size = None if header.pixel_size_is_placeholder and not job.pixel_size \
+                else size
+            image = np.asarray(sections[0], np.float32)
+        with image_io.open_sections(job.outputs["denoised"]) as (out_sections, _):
+            output = np.asarray(out_sections[0], np.float32)
+    except (CryoEMDenoiseError, OSError):  # a report row, not a reason to fail the run
+        entry.flags.append("thumbnails unavailable")
+        return entry
+    entry.flags += image_flags(image)
+    trained = denoiser.trained_pixel_sizes
+    if entry.pixel_size and trained and not trained[0] <= entry.pixel_size <= trained[1]:
+        entry.flags.append(f"pixel size outside the trained {trained[0]:g}-{trained[1]:g} Å")
+    entry.whiteness, entry.kept_mid_band = spectrum_summary(image, output)
+    if entry.whiteness < COLOURED:
+        entry.flags.append("coloured noise")
+    entry.thumbnails = thumbnails(image, output)
+    return entry
