@@ -527,7 +527,19 @@ def fuzz_images():
                  rows), path
 
 
+def pipeline():
+    path = RESULTS / "pipeline.json"
+    d = load(path)
+    rows = [[f"{d['files']} × {d['side']}²", thousands(d["tiles"]),
+             f"{d['tile']} / {d['overlap']}, batch ≤ {d['batch_size']}, {d['precision']}",
+             f"{d['end_to_end_seconds']:.1f}", f"{d['pure_seconds']:.1f}",
+             f"{d['end_to_end_over_pure']:.2f}", f"{d['seconds_per_file']:.2f}"]]
+    return table(["micrographs", "tiles", "tiles / overlap, batch", "end to end (s)",
+                  "pure compute (s)", "end to end / pure", "s per micrograph"], rows), path
+
+
 TABLES = {
+    "pipeline": pipeline,
     "fuzz-images": fuzz_images,
     "shipped-model": shipped_model,
     "heldout-draw0": heldout_draw0,
