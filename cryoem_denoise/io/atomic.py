@@ -91,24 +91,25 @@ def remove_stale_temporaries(path, suffix=".part"):
         if not (name.startswith(prefix) and name.endswith(suffix)
                 and len(name) == len(prefix) + _RANDOM_CHARS + len(suffix)):
             continue
-        entry = os.path.join(path.parent, name)
-        try:
-            fd = os.open(entry, os.O_RDONLY | os.O_NOFOLLOW)
-        except OSError:
-            continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            continue  # a live writer holds it
-        try:
-            os.unlink(entry)
-            removed += 1
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
+        removed += remove_if_unheld(os.path.join(path.parent, name))
     return removed
+
+
+def remove_if_unheld(entry):
+    """Remove the temporary file ``entry`` unless a live writer holds it (its ``flock``,
+    taken by :func:`atomic_output`); return whether it was removed."""
+    try:
+        fd = os.open(entry, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.unlink(entry)
+        return True
+    except OSError:  # held by a live writer, or already gone
+        return False
+    finally:
+        os.close(fd)
 
 
 #: folder → names starting with '.' found in it (each folder is listed once per process:

@@ -27,7 +27,7 @@ What a run writes, in order, and what each state of the folder means:
 
 A run killed at any moment resumes from its newest checkpoint that loads (a damaged one is
 skipped with a warning), or from step 0. A killed writer leaves a temporary file
-(``.NAME.XXXXXXXX.part``); the next run in the folder removes it
+(``.NAME.<8 random characters>.part``); the next run in the folder removes it
 (:func:`remove_temporaries`). A run that fails (a full disk, bad data) before its first
 checkpoint removes what it wrote (:func:`discard_unusable`).
 
@@ -44,7 +44,6 @@ Folders that may be opened by ``fit``, ``apply`` and ``--init-from``:
 
 import contextlib
 import errno
-import fcntl
 import gc
 import importlib.metadata as md
 import io
@@ -64,7 +63,7 @@ import numpy as np
 from cryoem_denoise import __version__
 from cryoem_denoise.config import FitConfig
 from cryoem_denoise.errors import ConfigError, InputError, InputWarning, OutputError
-from cryoem_denoise.io.atomic import atomic_output, describe_os_error, write_text
+from cryoem_denoise.io.atomic import atomic_output, describe_os_error, remove_if_unheld, write_text
 from cryoem_denoise.model.models import build_generator
 from cryoem_denoise.runtime.backend import device_description
 from cryoem_denoise.runtime.precision import (
@@ -193,20 +192,7 @@ def remove_temporaries(model_dir):
             names = [e.name for e in os.scandir(folder) if _TEMPORARY.match(e.name)]
         except OSError:
             continue
-        for name in names:
-            entry = folder / name
-            try:
-                fd = os.open(entry, os.O_RDONLY | os.O_NOFOLLOW)
-            except OSError:
-                continue
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                entry.unlink()
-                removed += 1
-            except OSError:
-                pass  # held by a live writer, or already gone
-            finally:
-                os.close(fd)
+        removed += sum(remove_if_unheld(folder / name) for name in names)
     return removed
 
 
