@@ -161,15 +161,19 @@ def _extras(arms):
     return [a for a in EXTRA_ORDER if a in names] + sorted(a for a in names if a not in EXTRA_ORDER)
 
 
+def _heldout_table(rows, bm3d_name, b):
+    """A held-out draw's table: the models' rows, then BM3D's and the noisy input's."""
+    rows = rows + [[bm3d_name] + [f"{b[s][0]:.2f} / {b[s][1]:.3f}" for s in SIGMAS],
+                   ["noisy input"] + [f"{b[s][2]:.2f}" for s in SIGMAS]]
+    return table(["PSNR (dB) / SSIM (Δ PSNR vs BM3D)"] + [sigma(s) for s in SIGMAS], rows)
+
+
 def heldout_draw0():
     data = result("ablation.json")
     b = data["bm3d"]
     rows = [[name] + _heldout_cells(data["arms"][name]["heldout"], b)
             for name in _extras(data["arms"])]
-    rows.append(["BM3D (true σ)"] + [f"{b[s][0]:.2f} / {b[s][1]:.3f}" for s in SIGMAS])
-    rows.append(["noisy input"] + [f"{b[s][2]:.2f}" for s in SIGMAS])
-    head = ["PSNR (dB) / SSIM (Δ PSNR vs BM3D)"] + [sigma(s) for s in SIGMAS]
-    return table(head, rows), RESULTS / "ablation.json"
+    return _heldout_table(rows, "BM3D (true σ)", b), RESULTS / "ablation.json"
 
 
 def heldout_draw1():
@@ -179,10 +183,7 @@ def heldout_draw1():
     b = scores[bm3d_name]
     names = sorted((n for n in scores if n != bm3d_name), key=lambda n: not n.startswith("shipped"))
     rows = [[name] + _heldout_cells(scores[name], b) for name in names]
-    rows.append([bm3d_name] + [f"{b[s][0]:.2f} / {b[s][1]:.3f}" for s in SIGMAS])
-    rows.append(["noisy input"] + [f"{b[s][2]:.2f}" for s in SIGMAS])
-    head = ["PSNR (dB) / SSIM (Δ PSNR vs BM3D)"] + [sigma(s) for s in SIGMAS]
-    return table(head, rows), RESULTS / "heldout_seed1.json"
+    return _heldout_table(rows, bm3d_name, b), RESULTS / "heldout_seed1.json"
 
 
 def ablation():

@@ -10,6 +10,7 @@ import gzip
 import os
 import struct
 import warnings
+import zlib
 
 import mrcfile
 import numpy as np
@@ -237,16 +238,23 @@ def test_damaged_bzip2_stream(tmp_path):
     _refused(_write(tmp_path / "bad.mrc.bz2", raw), "bzip2")
 
 
-def test_tiff_with_wrong_dimensions(tmp_path):
-    path = tmp_path / "wide.tif"
-    tifffile.imwrite(path, np.arange(64 * 64, dtype=np.uint16).reshape(64, 64))
+def _set_tiff_tags(path, values):
+    """Overwrite short values of the first page's tags (``{tag: value}``) in a little-endian
+    classic TIFF, as a damaged file would have them."""
     raw = bytearray(path.read_bytes())
     ifd = struct.unpack_from("<I", raw, 4)[0]
     for i in range(struct.unpack_from("<H", raw, ifd)[0]):
         entry = ifd + 2 + 12 * i
-        if struct.unpack_from("<H", raw, entry)[0] in (256, 257):  # width, length
-            struct.pack_into("<H", raw, entry + 8, 60000)
+        tag = struct.unpack_from("<H", raw, entry)[0]
+        if tag in values:
+            struct.pack_into("<H", raw, entry + 8, values[tag])
     path.write_bytes(bytes(raw))
+
+
+def test_tiff_with_wrong_dimensions(tmp_path):
+    path = tmp_path / "wide.tif"
+    tifffile.imwrite(path, np.arange(64 * 64, dtype=np.uint16).reshape(64, 64))
+    _set_tiff_tags(path, {256: 60000, 257: 60000})  # width, length
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         _refused(path, "truncated or wrong dimensions", "60000x60000 uint16 needs 7,200,000,000")
@@ -256,26 +264,14 @@ def test_compressed_tiff_with_impossible_dimensions(tmp_path):
     path = tmp_path / "zip.tif"
     tifffile.imwrite(path, np.arange(64 * 64, dtype=np.uint16).reshape(64, 64),
                      compression="zlib")
-    raw = bytearray(path.read_bytes())
-    ifd = struct.unpack_from("<I", raw, 4)[0]
-    for i in range(struct.unpack_from("<H", raw, ifd)[0]):
-        entry = ifd + 2 + 12 * i
-        if struct.unpack_from("<H", raw, entry)[0] in (256, 257):
-            struct.pack_into("<H", raw, entry + 8, 60000)
-    path.write_bytes(bytes(raw))
+    _set_tiff_tags(path, {256: 60000, 257: 60000})
     _refused(path, "wrong dimensions or damaged file", "more than")
 
 
 def test_tifffile_log_messages_stay_off_stderr(tmp_path):
     path = tmp_path / "cut.tif"
     tifffile.imwrite(path, np.arange(64 * 64, dtype=np.uint16).reshape(64, 64))
-    raw = bytearray(path.read_bytes())
-    ifd = struct.unpack_from("<I", raw, 4)[0]
-    for i in range(struct.unpack_from("<H", raw, ifd)[0]):
-        entry = ifd + 2 + 12 * i
-        if struct.unpack_from("<H", raw, entry)[0] == 256:
-            struct.pack_into("<H", raw, entry + 8, 65)
-    path.write_bytes(bytes(raw))
+    _set_tiff_tags(path, {256: 65})  # one column wider than the data
     _one_line(CliRunner().invoke(cli, ["info", str(path)]), path, "wrong dimensions")
 
 
@@ -283,8 +279,6 @@ def _png_with_size(path, width, height):
     Image.fromarray(np.zeros((16, 16), np.uint8)).save(path)
     raw = bytearray(path.read_bytes())
     struct.pack_into(">II", raw, 16, width, height)
-    import zlib
-
     struct.pack_into(">I", raw, 29, zlib.crc32(bytes(raw[12:29])) & 0xFFFFFFFF)
     path.write_bytes(bytes(raw))
     return path

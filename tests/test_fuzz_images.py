@@ -23,12 +23,10 @@ Deterministic (``derandomize``: the same examples on every run) and bounded here
 """
 
 import bz2
-import contextlib
 import datetime
 import gzip
 import io
 import os
-import signal
 import struct
 import tempfile
 import warnings
@@ -45,6 +43,7 @@ from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
 from PIL import Image
 
+import fuzzing
 from cryoem_denoise.errors import InputError, InputWarning
 from cryoem_denoise.io import image_io
 
@@ -289,25 +288,8 @@ def build(name, ops, inside):
 
 
 # -- the properties ----------------------------------------------------------------------------
-class Hang(BaseException):
-    """An example that ran longer than :data:`HANG_SECONDS` (not an ``Exception``, so no
-    reader's error handling can turn it into an ``InputError``)."""
-
-
-@contextlib.contextmanager
 def time_limit(seconds=HANG_SECONDS):
-    def stop(signum, frame):
-        raise Hang(f"no result after {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, stop)
-    signal.alarm(seconds)
-    try:
-        yield
-    except Hang as exc:  # an Exception now, for hypothesis to report and shrink
-        raise AssertionError(f"hang: {exc}") from None
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
+    return fuzzing.time_limit(seconds)
 
 
 def _check_error(exc, path):

@@ -21,14 +21,12 @@ Deterministic (``derandomize``: the same examples on every run) and bounded: abo
 all on a 2-core machine.
 """
 
-import contextlib
 import copy
 import dataclasses
 import datetime
 import json
 import os
 import shutil
-import signal
 
 import numpy as np
 import pytest
@@ -37,6 +35,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
 
+import fuzzing
 from cryoem_denoise import training
 from cryoem_denoise.cli import cli
 from cryoem_denoise.config import FitConfig, tiny_config
@@ -75,24 +74,8 @@ def hypothesis_home(tmp_path_factory):
     set_hypothesis_home_dir(None)
 
 
-class Hang(BaseException):
-    """An example that ran longer than :data:`HANG_SECONDS`."""
-
-
-@contextlib.contextmanager
 def time_limit(seconds=HANG_SECONDS):
-    def stop(signum, frame):
-        raise Hang(f"no result after {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, stop)
-    signal.alarm(seconds)
-    try:
-        yield
-    except Hang as exc:
-        raise AssertionError(f"hang: {exc}") from None
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
+    return fuzzing.time_limit(seconds)
 
 
 @pytest.fixture(scope="module")

@@ -133,8 +133,7 @@ def apply(inputs, model_dir, out_dir, noisy_halves, sigma, seed, noise_level, pn
     lists = [star.read_star(path) for path in inputs if star.is_star_name(path)]
     others = [path for path in inputs if not star.is_star_name(path)]
     files = image_io.find_image_files(others) if others else []
-    listed = [f for each in lists for f in each.files if f not in set(files)]
-    files += list(dict.fromkeys(listed))
+    files = list(dict.fromkeys(files + [f for each in lists for f in each.files]))
     pixel_sizes = {f: size for each in lists for f, size in each.files.items() if size}
     problems = [problem for each in lists for problem in each.problems]
     if not files:  # nothing to denoise: every problem, then exit 2

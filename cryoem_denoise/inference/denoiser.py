@@ -397,7 +397,7 @@ class Denoiser:
         """
         check_noise_level(noise_level, self.takes_noise_level)
         self.check_pixel_size(pixel_size)
-        data = np.asarray(image) if not isinstance(image, np.memmap) else image
+        data = np.asarray(image)  # a memory map stays one (no copy)
         if data.ndim not in (2, 3):
             raise InputError(f"expected a 2D image or a 3D stack, got {data.ndim} dimensions")
         sections = data.reshape((-1,) + data.shape[-2:])
