@@ -415,14 +415,34 @@ class SimulationConfig:
 class InferenceConfig:
     """How ``apply`` runs a generator over an image (its fields are ``apply``'s options)."""
 
-    # 512/64 measured: two tile grids agree to 0.5-1.8 % of the correction (256/32: 1.9-4.9 %)
-    # in the same time (benchmarks/bench_tiling.py)
+    # 512 measured: two tile grids agree to 0.5-1.8 % of the correction (256: 1.9-4.9 %) in
+    # the same time (benchmarks/bench_tiling.py). Overlap 96 with a margin of 24: the
+    # column-mean profile of the tiled result's error against one whole-image tile peaks at
+    # 0.38 on [0, 255] (64 and no margin: 1.02; 64/16: 0.48; 128/32: 0.29), for 7 % more
+    # tiles than 64/16 (binned epu2.9_example, 256-px tiles)
     tile: int = option(
         512, low=8, help="Tile side, a multiple of 2**depth (larger than trained is allowed); "
         "images smaller than it get the smallest such tile that covers them")
     overlap: int = option(
-        None, kind=int, low=0, default_text="tile / 8: 64",
+        None, kind=int, low=0, default_text="3 tile / 16: 96",
         help="Pixels shared by neighbouring tiles, blended linearly (at most half the tile)")
+    margin: int = option(
+        None, kind=int, low=0, default_text="overlap / 4: 24",
+        help="Pixels at every tile edge whose output is dropped (the image is mirrored "
+        "beyond its border): no tile grid in the difference map, no band along the border; "
+        "under half the overlap")
+    whiten: bool = option(
+        True, "Measure each file's noise spectrum and whiten the image before the model, "
+        "re-colour after it (off: the noise is taken as white, as in the paper)")
+    resample: bool = option(
+        True, "Fourier-bin super-resolution images (and interpolate coarsely binned ones) into "
+        "the pixel sizes the model was trained on, and back to the input's size")
+    keep_below: float = option(
+        0.02, low=0, high=0.5, help="Take frequencies below this (cycles/px of the model's "
+        "image) from the input: ice gradients and particle-scale contrast stay (0: off)")
+    outliers: float = option(
+        6.0, low=0, help="Replace isolated pixels more than this many robust standard "
+        "deviations from the image and from their neighbours (hot and dead pixels; 0: off)")
     batch_size: int = option(
         16, low=1, help="Tiles per generator call (fastest of 4, 8, 16 on 2 CPU cores)")
     precision: str = option(
@@ -433,7 +453,9 @@ class InferenceConfig:
 
     def __post_init__(self):
         if self.overlap is None:
-            self.overlap = self.tile // 8 if self.tile and self.tile > 0 else 0
+            self.overlap = 3 * self.tile // 16 if self.tile and self.tile > 0 else 0
+        if self.margin is None:
+            self.margin = self.overlap // 4 if self.overlap and self.overlap > 0 else 0
 
 
 #: The methods ``evaluate`` compares.

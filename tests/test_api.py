@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -62,11 +63,15 @@ def test_three_lines_give_what_apply_writes(tiny_model, clean_mrc, tmp_path):
 
 
 def test_stacks_are_denoised_section_by_section(tiny_model, clean_mrc):
+    # section by section, but with one noise spectrum measured on the stack: alone, a
+    # section gets its own (the same result with the file-level steps off)
     stack, _ = read_image(clean_mrc("p.mrcs", (3, 48, 48), stack=True, seed=1))
-    denoiser = Denoiser.load(tiny_model, tile=64, overlap=16)
-    out = denoiser.denoise(stack)
-    assert out.shape == stack.shape
-    np.testing.assert_allclose(out[1], denoiser.denoise(stack[1]), rtol=1e-6, atol=1e-4)
+    for options, same in (({}, False), ({"whiten": False, "keep_below": 0.0}, True)):
+        denoiser = Denoiser.load(tiny_model, tile=64, overlap=16, **options)
+        out = denoiser.denoise(stack)
+        assert out.shape == stack.shape
+        alone = denoiser.denoise(stack[1])
+        assert np.allclose(out[1], alone, rtol=1e-6, atol=1e-4) == same
 
 
 def test_denoiser_refuses_what_it_cannot_use(tiny_model):
@@ -90,8 +95,12 @@ def test_shipped_model_knows_its_scaling_and_pixel_sizes():
     scaled, affine = denoiser.scale(image)  # the robust scaling of noisy inputs
     assert denoiser.config.data.noisy_intensity == "robust"
     np.testing.assert_allclose(affine.inverse(scaled), image, rtol=1e-5)
-    with pytest.warns(InputWarning, match="pixel size 0.3 Å is outside"):
+    with warnings.catch_warnings():  # resampled into the trained pixel sizes: no warning
+        warnings.simplefilter("error", InputWarning)
         denoiser.check_pixel_size(0.3)
+    not_resampled = Denoiser.load("default", resample=False)
+    with pytest.warns(InputWarning, match="pixel size 0.3 Å is outside"):
+        not_resampled.check_pixel_size(0.3)
 
 
 def test_apply_sigma_and_evaluate_add_the_same_noise(tiny_model, clean_mrc, tmp_path):

@@ -46,12 +46,13 @@ def test_stream_batches_small_images_together():
 
 
 def test_small_images_get_the_smallest_tile_that_covers_them():
-    den = identity_denoiser(tile=256, overlap=64)  # depth 6: multiples of 64
-    assert den.tile_for((40, 50)) == 64
-    assert den.tile_for((100, 180)) == 192
+    den = identity_denoiser(tile=256, overlap=64)  # depth 6: multiples of 64; margin 16
+    assert den.tile_for((10, 20)) == 64  # 20 + 2 x 16 margin
+    assert den.tile_for((40, 50)) == 128
+    assert den.tile_for((100, 140)) == 192
     assert den.tile_for((4096, 4096)) == 256
-    grid = den.grid((40, 50))
-    assert grid.tile == 64 and grid.overlap == 32  # overlap at most half the tile
+    grid = den.grid((10, 20))
+    assert grid.tile == 64 and grid.overlap == 32 and grid.margin == 15  # under half of it
     img = np.random.default_rng(3).uniform(0, 255, (100, 180)).astype(np.float32)
     np.testing.assert_allclose(den.denoise(img), img, atol=2e-3)
 

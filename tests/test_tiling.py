@@ -5,8 +5,8 @@ from cryoem_denoise.errors import ConfigError
 from cryoem_denoise.inference.tiling import Stitcher, iter_tiles, make_grid, pad_to_grid, tile_positions
 
 
-def _roundtrip(image, tile, overlap):
-    grid = make_grid(image.shape, tile, overlap)
+def _roundtrip(image, tile, overlap, margin=0):
+    grid = make_grid(image.shape, tile, overlap, margin)
     stitcher = Stitcher(grid)
     for t in iter_tiles(pad_to_grid(image, grid), grid):
         stitcher.add(t)
@@ -15,10 +15,11 @@ def _roundtrip(image, tile, overlap):
 
 @pytest.mark.parametrize("shape", [(64, 64), (65, 64), (200, 131), (30, 17), (64, 300), (9, 9),
                                    (257, 129)])
-@pytest.mark.parametrize("tile,overlap", [(64, 16), (64, 0), (32, 16), (64, 32)])
-def test_identity_roundtrip_is_exact(shape, tile, overlap):
+@pytest.mark.parametrize("tile,overlap,margin", [(64, 16, 0), (64, 0, 0), (32, 16, 0), (64, 32, 0),
+                                                (64, 32, 8), (32, 16, 7), (64, 24, 1)])
+def test_identity_roundtrip_is_exact(shape, tile, overlap, margin):
     image = np.random.default_rng(sum(shape)).normal(100, 50, shape).astype(np.float32)
-    out = _roundtrip(image, tile, overlap)
+    out = _roundtrip(image, tile, overlap, margin)
     assert out.dtype == np.float32 and out.shape == image.shape
     np.testing.assert_array_equal(out, image)
 
@@ -71,7 +72,32 @@ def test_writes_into_given_output_and_checks_order():
         stitcher.add(tiles[0])
 
 
-@pytest.mark.parametrize("tile,overlap", [(0, 0), (64, 40), (64, -1)])
-def test_bad_grid_options(tile, overlap):
+@pytest.mark.parametrize("tile,overlap,margin", [(0, 0, 0), (64, 40, 0), (64, -1, 0), (64, 32, 16),
+                                                (64, 0, 4)])
+def test_bad_grid_options(tile, overlap, margin):
     with pytest.raises(ConfigError):
-        make_grid((100, 100), tile, overlap)
+        make_grid((100, 100), tile, overlap, margin)
+
+
+@pytest.mark.parametrize("margin", [8, 12])
+def test_margin_drops_what_a_network_gets_wrong_at_tile_edges(margin):
+    # a "network" that is exact except within `margin` px of its tile's edge, where it is
+    # off by 50: with the margin dropped (and the image mirrored beyond its border) the
+    # result is exact, edges of the image included; without, the error shows
+    image = np.random.default_rng(3).normal(0, 1, (150, 230)).astype(np.float32)
+    edge = np.ones((64, 64), bool)
+    edge[margin:-margin, margin:-margin] = False
+    for m, exact in ((margin, True), (0, False)):
+        grid = make_grid(image.shape, 64, 32, m)
+        stitcher = Stitcher(grid)
+        for t in iter_tiles(pad_to_grid(image, grid), grid):
+            stitcher.add(np.where(edge, t + 50.0, t))
+        error = np.abs(stitcher.result() - image).max()
+        assert (error < 1e-4) == exact, (m, error)
+
+
+def test_margin_weights_are_zero_at_tile_edges():
+    grid = make_grid((300, 500), 128, 40, 12)
+    assert grid.padded_shape == (324, 524)
+    for w in grid.weights():
+        assert (w[:, :12] == 0).all() and (w[:, -12:] == 0).all()

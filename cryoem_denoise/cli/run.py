@@ -83,7 +83,8 @@ def _format_and_dtype(fmt, dtype):
               help="K/N: process every N-th file starting at K (0-based), or 'auto': K and N "
                    "from the cluster's job array (Slurm, SGE/UGE, LSF). Shards never overlap "
                    "and together cover every file.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option("--quiet", "-q", is_flag=True,
+              help="No progress bar and no per-file noise lines (warnings and errors only).")
 def apply(inputs, model_dir, out_dir, noisy_halves, sigma, seed, noise_level, png, fmt, dtype,
           pixel_size, suffix, skip_existing, overwrite, shard, quiet, **options):
     """Denoise image INPUTS (MRC, TIFF, PNG files, folders, globs, STAR lists) into --out.
@@ -151,7 +152,7 @@ def apply(inputs, model_dir, out_dir, noisy_halves, sigma, seed, noise_level, pn
         check_noise_level(noise_level, denoiser.takes_noise_level)
         report = apply_files.run_jobs(denoiser, jobs, options, progress=not quiet)
         written = apply_files.write_star_outputs(lists, star_paths, jobs, report, options)
-    _report_noise_levels(report.noise_levels, denoiser.sigma_range)
+    _report_noise_levels(report.noise_levels, denoiser.sigma_range, quiet)
     for path, message in report.failed:
         error_line(message)
     if report.report_files:
@@ -173,16 +174,17 @@ def apply(inputs, model_dir, out_dir, noisy_halves, sigma, seed, noise_level, pn
         sys.exit(exit_status(report.done or report.skipped, report.failed or problems))
 
 
-def _report_noise_levels(levels, trained):
-    """One line per file on the sigma a noise-level model was given; a warning when it lies
-    outside the ``(low, high)`` range the model was trained on."""
+def _report_noise_levels(levels, trained, quiet=False):
+    """One line per file on its noise (the sigma a noise-level model was given, the measured
+    spectrum, binning, outliers); a warning when the sigma lies outside the ``(low, high)``
+    range the model was trained on."""
     low, high = trained
-    for path, level, how in levels:
-        text = f"{path.name}: noise sigma {level:.1f} on [0,255] ({how})"
-        if not low <= level <= high:
-            warning_line(f"{text} is outside the sigma range the model was trained on "
+    for noise in levels:
+        text = noise.line()
+        if noise.level is not None and not low <= noise.level <= high:
+            warning_line(f"{text}: the sigma is outside the range the model was trained on "
                          f"({low:g}-{high:g}); the result may be poor")
-        else:
+        elif not quiet:
             click.echo(text, err=True)
 
 

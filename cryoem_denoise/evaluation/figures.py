@@ -51,19 +51,21 @@ def save_figure(fig, path, *, overwrite=False, protected=(), dpi=100):
 
 
 def image_panels(panels, *, max_side=1024, shared_contrast=True, panel_inches=4.0, zoom=512):
-    """Grayscale images side by side: ``panels`` is a list of ``(title, image)``.
+    """Grayscale images side by side: ``panels`` is a list of ``(title, image)``, or of
+    ``(title, image, "own")`` for a panel with its own contrast window (a difference map).
 
-    With ``shared_contrast`` every panel uses the first panel's window, so brightness and
-    contrast can be compared across methods. For images larger than ``2 * zoom`` a second
+    With ``shared_contrast`` every other panel uses the first panel's window, so brightness
+    and contrast can be compared across methods. For images larger than ``2 * zoom`` a second
     row shows the central ``zoom x zoom`` pixels at full resolution, where particles and
     noise are visible (a whole 4k micrograph on screen is averaged down 4-8 times).
     """
     plt = _matplotlib()
     big = zoom and min(np.shape(panels[0][1])) >= 2 * zoom
-    rows = [[(title, display_image(img, max_side)) for title, img in panels]]
+    own = [len(panel) > 2 and panel[2] == "own" for panel in panels]
+    rows = [[(title, display_image(img, max_side)) for title, img, *_ in panels]]
     if big:
         crops = []
-        for title, img in panels:
+        for title, img, *_ in panels:
             cy, cx = (s // 2 for s in np.shape(img))
             crops.append((f"{title} (centre {zoom}x{zoom})",
                           np.asarray(img[cy - zoom // 2:cy + zoom // 2, cx - zoom // 2:cx + zoom // 2],
@@ -74,8 +76,8 @@ def image_panels(panels, *, max_side=1024, shared_contrast=True, panel_inches=4.
                              squeeze=False)
     for r, row in enumerate(rows):
         limits = contrast_limits(row[0][1])
-        for ax, (title, img) in zip(axes[r], row):
-            lo, hi = limits if shared_contrast else contrast_limits(img)
+        for ax, (title, img), own_window in zip(axes[r], row, own):
+            lo, hi = limits if shared_contrast and not own_window else contrast_limits(img)
             ax.imshow(img, cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
             ax.set_title(title, fontsize=9)
             ax.axis("off")
@@ -149,3 +151,25 @@ def pixel_histograms(named_images, bins=128):
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def noise_spectrum_figure(spectrum, title=""):
+    """The measured radial power of an image and the noise spectrum estimated from it
+    (:class:`~cryoem_denoise.inference.spectrum.NoiseSpectrum`), log power against spatial
+    frequency up to Nyquist; the cutoff below which the noise is taken as flat is marked."""
+    plt = _matplotlib()
+    fig, ax = plt.subplots(figsize=(6.0, 3.6))
+    keep = spectrum.frequency <= 0.5
+    k = spectrum.frequency[keep]
+    ax.semilogy(k, spectrum.measured[keep], color="0.4", label="measured (noise and signal)")
+    ax.semilogy(k, spectrum.power[keep], color="C3", lw=2, label="noise estimate")
+    ax.axvline(spectrum.cutoff, color="0.6", ls=":", lw=1)
+    ax.text(spectrum.cutoff, ax.get_ylim()[1], " flat below", va="top", fontsize=8, color="0.4")
+    ax.set_xlabel("spatial frequency (cycles/px)")
+    ax.set_ylabel("power ([0,255] units² per px)")
+    ax.set_xlim(0, 0.5)
+    ax.set_title(title or spectrum.summary(), fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+

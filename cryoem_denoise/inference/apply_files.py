@@ -96,9 +96,53 @@ class Report:
     rows: list = field(default_factory=list)    # metric rows (with --sigma)
     seconds: float = 0.0
     tiles: int = 0
-    noise_levels: list = field(default_factory=list)  # (path, sigma, how) for sigma_map models
+    noise_levels: list = field(default_factory=list)  # FileNoise per file (noise, spectrum)
     entries: list = field(default_factory=list)  # ReportEntry per input (report.html)
     report_files: list = field(default_factory=list)  # report.html, report.csv if written
+
+
+@dataclass
+class FileNoise:
+    """What ``apply`` measured of one file's noise and did about it (one line each).
+
+    Attributes
+    ----------
+    path : Path
+    level : float or None
+        The noise sigma (on [0, 255]) a noise-level model was given; None for others.
+    how : str or None
+        ``"estimated"``, ``"given"`` or ``"known"`` (the paper's protocol).
+    spectrum : NoiseSpectrum or None
+        The measured noise spectrum (None under the paper's protocol).
+    whitened : bool
+    factor : float
+        The pixel-size factor the images were resampled by (1: none).
+    outliers : int
+        Hot and dead pixels replaced, over all sections.
+    """
+
+    path: Path
+    level: float = None
+    how: str = None
+    spectrum: object = None
+    whitened: bool = False
+    factor: float = 1.0
+    outliers: int = 0
+
+    def line(self):
+        """One line: ``name: noise sigma ..., spectrum, binning, outliers``."""
+        parts = []
+        if self.level is not None:
+            parts.append(f"noise sigma {self.level:.1f} on [0,255] ({self.how})")
+        if self.spectrum is not None:
+            parts.append(self.spectrum.summary() + (", whitened" if self.whitened else ""))
+        if self.factor > 1:
+            parts.append(f"binned {self.factor:g}x")
+        elif self.factor < 1:
+            parts.append(f"interpolated {1 / self.factor:.2f}x")
+        if self.outliers:
+            parts.append(f"{self.outliers} hot/dead pixel(s) replaced")
+        return f"{self.path.name}: " + "; ".join(parts)
 
 
 #: Sections a file's noise level is estimated from (evenly spaced; the median is used).
@@ -115,14 +159,20 @@ def file_noise_level(sections, scale):
     return float(np.median([estimate_noise_level(sections[k], scale(k)) for k in picks]))
 
 
-def noise_level_for(denoiser, sections, scale, options):
-    """``(sigma, how)`` the model's noise-level input gets for a file, or ``(None, None)``."""
+def noise_level_for(denoiser, sections, scale, options, plan=None):
+    """``(sigma, how)`` the model's noise-level input gets for a file, or ``(None, None)``.
+
+    ``plan``: the file's :class:`~cryoem_denoise.inference.conditioning.Conditioning`, whose
+    estimate (on the whitened image) is used; without one it is estimated here.
+    """
     if not denoiser.takes_noise_level:
         return None, None
     if options.sigma is not None:
         return float(options.sigma), "known"
     if options.noise_level is not None:
         return float(options.noise_level), "given"
+    if plan is not None:
+        return plan.sigma, "estimated"
     return file_noise_level(sections, scale), "estimated"
 
 
@@ -238,6 +288,8 @@ def plan_jobs(files, options, pixel_sizes=None):
             if fmt != "png":  # a PNG output is its own preview
                 outputs["png"] = out_dir / f"{stem}{options.suffix}.png"
             outputs["compare"] = out_dir / f"{stem}_compare.png"
+            if options.sigma is None:  # a real image: its measured noise spectrum
+                outputs["spectrum"] = out_dir / f"{stem}_spectrum.png"
         for role, path in outputs.items():
             if path.resolve() in inputs:
                 raise OutputError("would overwrite the input file (use another --out or --suffix)", path)
@@ -266,7 +318,7 @@ def apply_file(denoiser, job, options, progress=None, noise_levels=None):
     progress : callable, optional
         Called with the number of tiles done after each batch.
     noise_levels : list, optional
-        Receives ``(path, sigma, how)`` where the model takes a noise-level input.
+        Receives the file's :class:`FileNoise`.
     """
     noise_levels = [] if noise_levels is None else noise_levels
     with contextlib.ExitStack() as stack:
@@ -289,18 +341,24 @@ def apply_file(denoiser, job, options, progress=None, noise_levels=None):
                 job.outputs["noisy"], shape, fmt,
                 label=f"{job.source.name} + noise sigma {options.sigma:g}", **common))
             noisy_out = noisy_out.reshape(n, ny, nx)
-        flow = _FileFlow(denoiser, job.source, sections, out, noisy_out, options)
+        plan = None
         try:
-            level, how = noise_level_for(denoiser, sections, flow.affine_kept, options)
+            if options.sigma is None:  # a real image: measured, its noise and size undone
+                pixel_size = None if header.pixel_size_is_placeholder else header.pixel_size
+                plan = denoiser.plan(sections, pixel_size, options.noise_level)
+            flow = _FileFlow(denoiser, job.source, sections, out, noisy_out, options, plan)
+            level, how = noise_level_for(denoiser, sections, flow.affine_kept, options, plan)
         except CryoEMDenoiseError as exc:
             raise exc.with_path(job.source) from None
-        if level is not None:
-            noise_levels.append((job.source, level, how))
         flow.level = level
-        denoiser.tiles.denoise_stream(n, (ny, nx), flow.prepare, flow.target, flow.finish,
+        model_shape = plan.model_shape((ny, nx)) if plan else (ny, nx)
+        denoiser.tiles.denoise_stream(n, model_shape, flow.prepare, flow.target, flow.finish,
                                       progress)
+        noise_levels.append(FileNoise(
+            job.source, level, how, plan.spectrum if plan else None,
+            bool(plan and plan.whiten), plan.factor if plan else 1.0, flow.outliers))
     if options.png:
-        _previews(job, options)
+        _previews(job, options, noise_levels[-1])
     return flow.rows
 
 
@@ -314,9 +372,13 @@ class _FileFlow:
     in flight between :meth:`prepare` and :meth:`finish`.
     """
 
-    def __init__(self, denoiser, source, sections, out, noisy_out, options):
+    def __init__(self, denoiser, source, sections, out, noisy_out, options, plan=None):
         self.denoiser, self.source, self.sections = denoiser, Path(source), sections
         self.out, self.noisy_out, self.options = out, noisy_out, options
+        #: The file's conditioning (a real image), or None (the paper's protocol).
+        self.plan = plan
+        #: Hot and dead pixels replaced so far.
+        self.outliers = 0
         #: The noise sigma fed to a model with a noise-level input (None: none, or estimated).
         self.level = None
         #: Metric rows (the paper's protocol).
@@ -342,12 +404,16 @@ class _FileFlow:
         section, options = self.sections[k], self.options
         try:
             mrc.check_section(section, self.source, k if len(self.sections) > 1 else None)
-            affine = self.affine(k)
+            if self.plan is not None:
+                prepared = self.plan.prepare(section)
+            else:
+                affine = self.affine(k)
         except CryoEMDenoiseError as exc:
             raise exc.with_path(self.source) from None
-        if options.sigma is None:
-            self._in_flight[k] = (affine, None, None)
-            return section, affine, self.level
+        if self.plan is not None:
+            self.outliers += prepared.outliers
+            self._in_flight[k] = prepared
+            return prepared.image, None, self.level
         clean = affine.forward(section)
         if self.denoiser.config.data.intensity == "percentile":
             np.clip(clean, 0, 255, out=clean)
@@ -357,12 +423,19 @@ class _FileFlow:
         return noisy, None, self.level
 
     def target(self, k):
+        if self.plan is not None:  # restored (and resampled) by finish
+            return np.empty(self._in_flight[k].image.shape, np.float32)
         # float32 outputs are stitched straight into the memory-mapped file
         if self.out.dtype == np.float32:
             return self.out[k]
         return np.empty(self.out.shape[1:], np.float32)
 
     def finish(self, k, result):
+        if self.plan is not None:
+            restored = self.plan.restore(result, self._in_flight.pop(k))
+            with np.errstate(over="ignore"):
+                self.out[k] = restored
+            return
         affine, clean, noisy = self._in_flight.pop(k)
         if clean is not None:
             row = {"file": self.source.name, "section": k}
@@ -381,18 +454,23 @@ def _first_section(path):
         return np.array(sections[0], np.float32)
 
 
-def _previews(job, options):
+def _previews(job, options, noise):
     denoised = _first_section(job.outputs["denoised"])
     if "png" in job.outputs:
         figures.save_panels(job.outputs["png"], [("denoised", denoised)], overwrite=True,
                             protected=[job.source])
-    panels = [("clean (input)" if options.sigma is not None else "input",
-               _first_section(job.source))]
+    source = _first_section(job.source)
+    panels = [("clean (input)" if options.sigma is not None else "input", source)]
     if options.sigma is not None:
         panels.append((f"noisy (sigma {options.sigma:g})", _first_section(job.outputs["noisy"])))
     panels.append(("denoised", denoised))
-    figures.save_panels(job.outputs["compare"], panels, overwrite=True, protected=[job.source],
-                        shared_contrast=options.sigma is not None)
+    if options.sigma is None:  # what was removed: noise only, if all went well
+        panels.append(("input - denoised", source - denoised, "own"))
+    figures.save_panels(job.outputs["compare"], panels, overwrite=True, protected=[job.source])
+    if "spectrum" in job.outputs and noise.spectrum is not None:
+        figures.save_figure(figures.noise_spectrum_figure(
+            noise.spectrum, f"{job.source.name}: {noise.spectrum.summary()}"),
+            job.outputs["spectrum"], overwrite=True, protected=[job.source])
 
 
 def run_jobs(denoiser, jobs, options, progress=False):
@@ -538,7 +616,8 @@ def _report_entry(denoiser, job, report):
         return ReportEntry(job.source.name, "failed", message=failed[job.source],
                            flags=["failed"])
     entry = ReportEntry(job.source.name, "skipped" if job.skip else "denoised")
-    levels = {path: (level, how) for path, level, how in report.noise_levels}
+    levels = {noise.path: (noise.level, noise.how) for noise in report.noise_levels
+              if noise.level is not None}
     if job.source in levels:
         entry.noise_level, entry.noise_how = levels[job.source]
         low, high = denoiser.sigma_range

@@ -29,6 +29,7 @@ from cryoem_denoise.errors import (
     InputError,
     InputWarning,
 )
+from cryoem_denoise.inference.conditioning import plan_conditioning
 from cryoem_denoise.inference.tiling import Stitcher, make_grid, pad_to_grid
 from cryoem_denoise.io.mrc import check_section
 from cryoem_denoise.model import model_store
@@ -106,16 +107,17 @@ class TileDenoiser:
 
     def tile_for(self, shape):
         """Tile side for images of ``shape``: the configured tile, or for an image smaller
-        than it the smallest multiple of ``2 ** depth`` that covers it (a 180-pixel particle
-        runs as one 256-pixel tile, not a padded 512 one)."""
+        than it (with its margins) the smallest multiple of ``2 ** depth`` that covers it (a
+        180-pixel particle runs as one 256-pixel tile, not a padded 512 one)."""
         m = self.multiple
-        need = -(-max(int(s) for s in shape) // m) * m
+        need = -(-(max(int(s) for s in shape) + 2 * self.config.margin) // m) * m
         return min(self.config.tile, max(need, m))
 
     def grid(self, shape):
         """The tile grid for images of ``shape``."""
         t = self.tile_for(shape)
-        return make_grid(shape, t, min(self.config.overlap, t // 2))
+        overlap = min(self.config.overlap, t // 2)
+        return make_grid(shape, t, overlap, min(self.config.margin, max(overlap - 1, 0) // 2))
 
     def denoise_stream(self, n, shape, prepare, target, finish=None, progress=None):
         """Denoise ``n`` images of one shape, batching tiles across image boundaries.
@@ -160,8 +162,7 @@ class TileDenoiser:
                     sigma = estimate_noise_level(image, affine)
                     self._check_estimate(sigma)
                 source = image
-                if grid.padded_shape != grid.shape:  # small images: reflect-pad (cheap)
-
+                if grid.padded_shape != grid.shape:  # margins or a small image: reflect-pad
                     source = np.asarray(image, np.float32)
                     if affine is not None:
                         source = affine.forward(source)
@@ -360,8 +361,9 @@ class Denoiser:
         return affine.forward(np.asarray(image, np.float32)), affine
 
     def check_pixel_size(self, pixel_size):
-        """Warn (:class:`InputWarning`) about a pixel size (Å) outside those trained on."""
-        if pixel_size is None or self.trained_pixel_sizes is None:
+        """Warn (:class:`InputWarning`) about a pixel size (Å) outside those trained on,
+        unless images are resampled into them (``InferenceConfig.resample``)."""
+        if pixel_size is None or self.trained_pixel_sizes is None or self.inference.resample:
             return
         low, high = self.trained_pixel_sizes
         if not low <= pixel_size <= high:
@@ -381,10 +383,12 @@ class Denoiser:
             2D image, or ``(n, ny, nx)`` stack denoised section by section, in any units
             (a memory map is fine).
         pixel_size : float, optional
-            Å per pixel; outside the pixel sizes the model was trained on gives a warning.
+            Å per pixel: outside the pixel sizes the model was trained on, the image is
+            Fourier-resampled into them and back (``InferenceConfig.resample``; off: a
+            warning).
         noise_level : float, optional
-            Noise sigma on the [0, 255] scale, for models with a noise-level input;
-            estimated per section when not given.
+            Noise sigma of the model's input on the [0, 255] scale, for models with a
+            noise-level input; estimated (after whitening) when not given.
         progress : callable, optional
             Called with the number of tiles done after each batch.
 
@@ -401,12 +405,30 @@ class Denoiser:
         if data.ndim not in (2, 3):
             raise InputError(f"expected a 2D image or a 3D stack, got {data.ndim} dimensions")
         sections = data.reshape((-1,) + data.shape[-2:])
-        out = np.empty(sections.shape, np.float32)
         for k, section in enumerate(sections):
             check_section(section, index=k if data.ndim == 3 else None)
-            self.tiles.denoise(section, self.affine(section), out=out[k], sigma=noise_level,
-                               progress=progress)
+        plan = self.plan(sections, pixel_size, noise_level)
+        sigma = plan.sigma if noise_level is None else noise_level
+        out = np.empty(sections.shape, np.float32)
+        for k, section in enumerate(sections):
+            prepared = plan.prepare(section)
+            result = self.tiles.denoise(prepared.image, sigma=sigma, progress=progress)
+            out[k] = plan.restore(result, prepared)
         return out.reshape(data.shape)
+
+    def plan(self, sections, pixel_size=None, noise_level=None):
+        """Measure a file's sections and plan what they go through before and after the
+        model (:class:`~cryoem_denoise.inference.conditioning.Conditioning`: outliers, pixel
+        size, scaling, noise colour; the settings of :class:`InferenceConfig`).
+
+        ``noise_level`` given: the model's noise level is not estimated.
+        """
+        cfg = self.inference
+        return plan_conditioning(
+            sections, self.affine, pixel_size=pixel_size,
+            trained_pixel_sizes=self.trained_pixel_sizes, whiten=cfg.whiten,
+            resample=cfg.resample, keep_below=cfg.keep_below, outlier_threshold=cfg.outliers,
+            noise_level=self.takes_noise_level and noise_level is None)
 
     def denoise_scaled(self, image, noise_level=None, out=None, progress=None):
         """Denoise a 2D image already on [0, 255]; the result is on [0, 255] too.
