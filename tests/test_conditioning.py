@@ -158,3 +158,25 @@ def test_keep_below_restores_the_lowest_frequencies_a_model_flattened():
         out = plan.restore(scaled_flat, prepared)
         profile = out.mean(axis=1)
         assert (np.ptp(profile) > 30) == kept, (keep, np.ptp(profile))
+
+
+def test_apply_bins_a_super_resolution_micrograph_and_returns_its_size(make_mrc, tmp_path):
+    from click.testing import CliRunner
+
+    from cryoem_denoise.cli import cli
+    from cryoem_denoise.io import image_io
+
+    rng = np.random.default_rng(10)
+    shape = (256, 200)
+    counts = rng.poisson(20 + _field(shape, 11, amplitude=2)).astype(np.float32)
+    counts[17, 33] = 5000  # a hot pixel
+    source = make_mrc(counts, "super.mrc", voxel_size=0.5)
+    result = CliRunner().invoke(cli, ["apply", str(source), "--out", str(tmp_path / "o"),
+                                      "--tile", "128"])
+    assert result.exit_code == 0, result.output
+    assert "binned 2x" in result.stderr and "1 hot/dead pixel(s) replaced" in result.stderr
+    header = image_io.read_header(tmp_path / "o" / "super_denoised.mrc")
+    assert header.section_shape == shape and header.pixel_size == pytest.approx(0.5, abs=1e-4)
+    out = image_io.read_sections(tmp_path / "o" / "super_denoised.mrc")[0][0]
+    assert out.max() < 100  # the hot pixel is gone, not smeared into a blob
+    assert out.std() < counts[counts < 1000].std()  # denoised

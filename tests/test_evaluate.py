@@ -170,3 +170,24 @@ def test_a_failed_first_run_leaves_no_folder(clean_stack, tmp_path, monkeypatch)
     with pytest.raises(OutputError):
         ev.evaluate([clean_stack], tmp_path / "ev", cfg)
     assert not (tmp_path / "ev").exists()
+
+
+def test_tables_name_a_model_for_what_it_is():
+    # issue 19: never "GAN" for a model trained without a critic; "the paper's WGAN" only
+    # for the paper's recipe
+    from types import SimpleNamespace
+
+    from cryoem_denoise.config import paper_config, quality_config, tiny_config
+    from cryoem_denoise.evaluation.evaluate import model_label
+    from cryoem_denoise.model.model_store import default_model_dir
+
+    def label(cfg, folder=None):
+        return model_label(SimpleNamespace(config=cfg, model_dir=folder))
+
+    assert label(paper_config()) == "the paper's WGAN"
+    assert label(quality_config()) == "U-Net, no critic"
+    assert label(quality_config(), default_model_dir()) == "shipped model (U-Net, no critic)"
+    other = paper_config()
+    other.train.clip = 0.01
+    assert label(other) == "WGAN (own settings)"
+    assert label(tiny_config()) == "WGAN (own settings)"  # a critic, smaller than the paper's

@@ -33,6 +33,7 @@ from typing import NamedTuple
 import numpy as np
 
 from cryoem_denoise.config import EvaluateConfig  # noqa: F401  (part of this module's interface)
+from cryoem_denoise.config import paper_config
 from cryoem_denoise.data.intensity import to_unit255
 from cryoem_denoise.data.noise import add_protocol_noise
 from cryoem_denoise.errors import (
@@ -45,12 +46,45 @@ from cryoem_denoise.evaluation import baselines, figures, metrics
 from cryoem_denoise.inference.denoiser import Denoiser
 from cryoem_denoise.io import image_io, mrc
 from cryoem_denoise.io.atomic import describe_os_error, output_folder, write_text
+from cryoem_denoise.model import model_store
 from cryoem_denoise.model.model_store import environment
 from cryoem_denoise.runtime.processes import init_worker
 from cryoem_denoise.runtime.progress import progress_bar
 
-LABELS = {"gan": "GAN (ours)", "bm3d": "BM3D", "ksvd": "K-SVD", "gaussian": "Gaussian blur",
+#: Method names in tables and figures; ``"gan"`` (the trained model: the method's key on the
+#: command line) is named after what the model is (:func:`model_label`).
+LABELS = {"gan": "trained model", "bm3d": "BM3D", "ksvd": "K-SVD", "gaussian": "Gaussian blur",
           "noisy": "Noisy"}
+
+
+def model_label(denoiser):
+    """What a model is, in a table's column heading: the shipped model, the paper's WGAN
+    (trained with the paper's recipe: its generator, critic, losses and noise), another WGAN
+    (a critic, other settings) or a network trained without a critic. Never "GAN" for a
+    model trained without one."""
+    cfg = denoiser.config
+    shipped = (denoiser.model_dir is not None and
+               denoiser.model_dir.resolve() == model_store.default_model_dir().resolve())
+    if not cfg.train.adversarial:
+        kind = "U-Net, no critic"
+        return f"shipped model ({kind})" if shipped else kind
+    paper = paper_config()
+    same = (all(asdict(getattr(cfg, part)) == asdict(getattr(paper, part))
+                for part in ("model", "data")) and _paper_losses(cfg.train, paper.train))
+    kind = "the paper's WGAN" if same else "WGAN (own settings)"
+    return f"shipped model ({kind})" if shipped else kind
+
+
+def _paper_losses(train, paper):
+    """Whether a training config has the paper's critic, losses and optimisers."""
+    keys = ("clip", "n_critic", "gray_lambda", "gray_scale", "gray_reduction", "g_optimizer",
+            "g_lr", "d_optimizer", "d_lr", "loss_weighting")
+    return all(getattr(train, k, None) == getattr(paper, k, None) for k in keys)
+
+
+def method_labels(denoiser):
+    """:data:`LABELS` with the trained model (if any) named by :func:`model_label`."""
+    return LABELS if denoiser is None else {**LABELS, "gan": model_label(denoiser)}
 
 
 def parse_list(text, kind=str):
@@ -291,7 +325,8 @@ def _evaluate(clean_paths, out_dir, cfg, model_dir, progress, on_error):
     records = [r for r in records if _record_key(r) in current]
     results = summarise(records, cfg)
     results.update({"config": _config_dict(cfg), "model": str(model_dir) if model_dir else None,
-                    "model_id": model_id, "gaussian_widths": widths,
+                    "model_id": model_id, "labels": method_labels(denoiser),
+                    "gaussian_widths": widths,
                     "gaussian_width_psnr": width_scores,
                     "images": {"scored": [images[i][0] for i in test],
                                "validation": [images[i][0] for i in val]}})
@@ -326,6 +361,7 @@ def summarise(records, cfg):
 
 def markdown_table(results, cfg):
     """One Table-1-like Markdown table per sigma (best value in bold)."""
+    labels = results.get("labels", LABELS)
     lines = []
     rows = [("mae", "MAE ↓"), ("mse", "MSE ↓"), ("rmse", "RMSE (PMSE) ↓"), ("psnr", "PSNR ↑"),
             ("ssim", "SSIM ↑"), ("seconds", "seconds / image ↓")]
@@ -336,7 +372,7 @@ def markdown_table(results, cfg):
         methods = [m for m in cfg.methods if m in block]
         n = block[methods[0]]["n"]
         lines += [f"**sigma = {sigma:g}** ({n} images, mean ± std)", "",
-                  "| metric | " + " | ".join(LABELS[m] for m in methods) + " |",
+                  "| metric | " + " | ".join(labels[m] for m in methods) + " |",
                   "|---" * (len(methods) + 1) + "|"]
         for key, label in rows:
             values = [block[m][key] for m in methods]
@@ -364,7 +400,8 @@ def write_results(out_dir, results, images, cfg, denoiser, widths, figure_output
     write_text(out_dir / "results.csv", buf.getvalue(), overwrite=True)
     write_text(out_dir / "table.md", markdown_table(results, cfg), overwrite=True)
 
-    figures.save_figure(figures.metric_bars(results["summary"], cfg.methods, LABELS),
+    labels = results.get("labels", LABELS)
+    figures.save_figure(figures.metric_bars(results["summary"], cfg.methods, labels),
                         out_dir / "fig10.png", overwrite=True)
     scored = results["images"]["scored"]
     if scored:
@@ -380,6 +417,6 @@ def write_results(out_dir, results, images, cfg, denoiser, widths, figure_output
                 if out is None:  # computed in an earlier, resumed run: redo this one image
                     out = (denoiser.denoise_scaled(noisy, noise_level=sigma) if m == "gan"
                            else baselines.ClassicalMethod(m, cfg.ksvd, widths)(noisy, sigma))
-                panels.append((LABELS[m], out))
+                panels.append((labels[m], out))
             figures.save_panels(out_dir / f"fig6_sigma{sigma:g}.png", panels, overwrite=True,
                                 zoom=0)

@@ -24,6 +24,7 @@ import io
 import json
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -308,7 +309,30 @@ def plan_jobs(files, options, pixel_sizes=None):
     return jobs
 
 
-def apply_file(denoiser, job, options, progress=None, noise_levels=None):
+def _pixel_size(header, job, options):
+    """The pixel size (Å) a file is denoised at: its header's, else the STAR file's or
+    ``--pixel-size``; ``None`` where only a placeholder is known."""
+    header = header.with_pixel_size(job.pixel_size or options.pixel_size)
+    return None if header.pixel_size_is_placeholder else header.pixel_size
+
+
+def measure_file(denoiser, job, options):
+    """``(plan, prepared)``: a real image's :class:`~cryoem_denoise.inference.conditioning.
+    Conditioning` and its first section prepared for the model, or ``None`` under the
+    paper's protocol (``--sigma``). :func:`run_jobs` runs it for the next file while the
+    model runs the current one."""
+    if options.sigma is not None:
+        return None
+    with image_io.open_sections(job.source, job.header) as (sections, header):
+        try:
+            mrc.check_section(sections[0], job.source, 0 if header.n_sections > 1 else None)
+            plan = denoiser.plan(sections, _pixel_size(header, job, options), options.noise_level)
+            return plan, plan.prepare(sections[0], 0)
+        except CryoEMDenoiseError as exc:
+            raise exc.with_path(job.source) from None
+
+
+def apply_file(denoiser, job, options, progress=None, noise_levels=None, measured=None):
     """Denoise one file as planned in ``job``; return its metric rows (with ``sigma``).
 
     Parameters
@@ -319,13 +343,19 @@ def apply_file(denoiser, job, options, progress=None, noise_levels=None):
         Called with the number of tiles done after each batch.
     noise_levels : list, optional
         Receives the file's :class:`FileNoise`.
+    measured : tuple, optional
+        The file's :func:`measure_file`, if it ran ahead; measured here if not.
     """
     noise_levels = [] if noise_levels is None else noise_levels
+    if measured is None:
+        measured = measure_file(denoiser, job, options)
+    plan, first = measured if measured is not None else (None, None)
     with contextlib.ExitStack() as stack:
         sections, header = stack.enter_context(image_io.open_sections(job.source, job.header))
+        pixel_size = _pixel_size(header, job, options)
         header = header.with_pixel_size(job.pixel_size or options.pixel_size)
-        if not header.pixel_size_is_placeholder:
-            denoiser.check_pixel_size(header.pixel_size)
+        if pixel_size is not None:
+            denoiser.check_pixel_size(pixel_size)
         n, ny, nx = header.shape
         shape = (ny, nx) if header.kind == "image" else (n, ny, nx)
         fmt = options.format or header.format
@@ -341,12 +371,8 @@ def apply_file(denoiser, job, options, progress=None, noise_levels=None):
                 job.outputs["noisy"], shape, fmt,
                 label=f"{job.source.name} + noise sigma {options.sigma:g}", **common))
             noisy_out = noisy_out.reshape(n, ny, nx)
-        plan = None
         try:
-            if options.sigma is None:  # a real image: measured, its noise and size undone
-                pixel_size = None if header.pixel_size_is_placeholder else header.pixel_size
-                plan = denoiser.plan(sections, pixel_size, options.noise_level)
-            flow = _FileFlow(denoiser, job.source, sections, out, noisy_out, options, plan)
+            flow = _FileFlow(denoiser, job.source, sections, out, noisy_out, options, plan, first)
             level, how = noise_level_for(denoiser, sections, flow.affine_kept, options, plan)
         except CryoEMDenoiseError as exc:
             raise exc.with_path(job.source) from None
@@ -372,11 +398,13 @@ class _FileFlow:
     in flight between :meth:`prepare` and :meth:`finish`.
     """
 
-    def __init__(self, denoiser, source, sections, out, noisy_out, options, plan=None):
+    def __init__(self, denoiser, source, sections, out, noisy_out, options, plan=None,
+                 first=None):
         self.denoiser, self.source, self.sections = denoiser, Path(source), sections
         self.out, self.noisy_out, self.options = out, noisy_out, options
         #: The file's conditioning (a real image), or None (the paper's protocol).
         self.plan = plan
+        self._first = first  # section 0 prepared ahead (measure_file)
         #: Hot and dead pixels replaced so far.
         self.outliers = 0
         #: The noise sigma fed to a model with a noise-level input (None: none, or estimated).
@@ -403,10 +431,13 @@ class _FileFlow:
     def prepare(self, k):
         section, options = self.sections[k], self.options
         try:
-            mrc.check_section(section, self.source, k if len(self.sections) > 1 else None)
-            if self.plan is not None:
-                prepared = self.plan.prepare(section)
+            if k == 0 and self._first is not None:  # checked and prepared ahead
+                prepared, self._first = self._first, None
+            elif self.plan is not None:
+                mrc.check_section(section, self.source, k if len(self.sections) > 1 else None)
+                prepared = self.plan.prepare(section, k)
             else:
+                mrc.check_section(section, self.source, k if len(self.sections) > 1 else None)
                 affine = self.affine(k)
         except CryoEMDenoiseError as exc:
             raise exc.with_path(self.source) from None
@@ -481,22 +512,31 @@ def run_jobs(denoiser, jobs, options, progress=False):
     total_tiles = 0
     for j in todo:
         if j.header is not None:
-            total_tiles += j.header.n_sections * denoiser.tiles.count_tiles(j.header.section_shape)
+            shape = j.header.section_shape
+            if options.sigma is None:
+                shape = denoiser.model_shape(shape, _pixel_size(j.header, j, options))
+            total_tiles += j.header.n_sections * denoiser.tiles.count_tiles(shape)
     started = time.perf_counter()
     bar = progress_bar(total_tiles, f"apply ({len(todo)} files)", "tile", progress)
-    for job in todo:
-        bar.set_postfix_str(job.source.name)
-        try:
-            report.rows.extend(apply_file(denoiser, job, options, bar.update,
-                                          report.noise_levels))
-            report.done.append(job.source)
-        except CryoEMDenoiseError as exc:
-            report.failed.append((job.source, str(exc.with_path(job.source))))
-        except OSError as exc:  # not foreseen as one of ours, but still only this file's
-            where = exc.filename or job.source
-            report.failed.append((job.source, f"{where}: {describe_os_error(exc)}"))
-        except MemoryError:
-            report.failed.append((job.source, f"{job.source}: out of memory"))
+    # read ahead: the next file is read, measured and prepared (measure_file) in a thread
+    # while the model runs this one; one file ahead at most (bounded memory)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cryoem-denoise-ahead") as ahead:
+        pending = ahead.submit(measure_file, denoiser, todo[0], options) if todo else None
+        for i, job in enumerate(todo):
+            measuring, pending = pending, (ahead.submit(measure_file, denoiser, todo[i + 1], options)
+                                           if i + 1 < len(todo) else None)
+            bar.set_postfix_str(job.source.name)
+            try:
+                report.rows.extend(apply_file(denoiser, job, options, bar.update,
+                                              report.noise_levels, measuring.result()))
+                report.done.append(job.source)
+            except CryoEMDenoiseError as exc:
+                report.failed.append((job.source, str(exc.with_path(job.source))))
+            except OSError as exc:  # not foreseen as one of ours, but still only this file's
+                where = exc.filename or job.source
+                report.failed.append((job.source, f"{where}: {describe_os_error(exc)}"))
+            except MemoryError:
+                report.failed.append((job.source, f"{job.source}: out of memory"))
     bar.close()
     report.seconds = time.perf_counter() - started
     report.tiles = total_tiles

@@ -32,7 +32,7 @@ from cryoem_denoise.inference.outliers import replace_outliers
 from cryoem_denoise.inference.resample import binning_factor, fourier_resize
 from cryoem_denoise.inference.spectrum import estimate_noise_spectrum, radial_frequency
 
-__all__ = ["ESTIMATE_SECTIONS", "Conditioning", "Prepared", "plan_conditioning"]
+__all__ = ["ESTIMATE_SECTIONS", "Conditioning", "Prepared", "model_shape", "plan_conditioning"]
 
 #: Sections of a stack the noise level is measured on (evenly spaced), at least.
 ESTIMATE_SECTIONS = 8
@@ -81,12 +81,12 @@ class Conditioning:
     outlier_threshold: float
     scaling: object
     sigma: float = None
+    #: Section 0 resampled while measuring (``(image, replaced)``), used once by prepare.
+    first: tuple = None
 
     def model_shape(self, shape):
         """The shape a section of ``shape`` has when it reaches the model."""
-        if self.factor == 1.0:
-            return tuple(int(s) for s in shape)
-        return tuple(max(16, int(round(s / self.factor))) for s in shape)
+        return model_shape(shape, self.factor)
 
     def _resampled(self, section):
         image = np.array(section, np.float32)  # a copy: the input is never changed
@@ -96,9 +96,13 @@ class Conditioning:
     def _filter(self, shape):
         return self.spectrum.whitening(shape) if self.whiten else None
 
-    def prepare(self, section):
-        """:class:`Prepared` for a 2D section (file units, a memory map is fine)."""
-        image, replaced = self._resampled(section)
+    def prepare(self, section, index=None):
+        """:class:`Prepared` for a 2D section (file units, a memory map is fine); ``index``
+        0 reuses section 0's resampling from the measurement."""
+        if index == 0 and self.first is not None:
+            (image, replaced), self.first = self.first, None
+        else:
+            image, replaced = self._resampled(section)
         affine = self.scaling(image)
         scaled = affine.forward(image)
         white_affine = None
@@ -151,6 +155,13 @@ class Conditioning:
         return (gain[ring] * roll_off).astype(np.float32)
 
 
+def model_shape(shape, factor):
+    """``shape`` resampled by the pixel-size ``factor`` (> 1: binned), 16 px at least."""
+    if factor == 1.0:
+        return tuple(int(s) for s in shape)
+    return tuple(max(16, int(round(s / factor))) for s in shape)
+
+
 def _filtered(image, gain):
     mean = np.float32(image.mean())
     return (sp_fft.irfft2(sp_fft.rfft2(image - mean) * gain, image.shape) + mean).astype(np.float32)
@@ -183,7 +194,9 @@ def plan_conditioning(sections, scaling, *, pixel_size=None, trained_pixel_sizes
     picks = np.unique(np.linspace(0, n - 1, count).round().astype(int))
     scaled = []
     for k in picks:
-        image, _ = plan._resampled(sections[k])
+        image, replaced = plan._resampled(sections[k])
+        if k == 0:
+            plan.first = (image.copy(), replaced)
         scaled.append(plan.scaling(image).forward(image))
     plan.spectrum = estimate_noise_spectrum(scaled)
     plan.whiten = bool(whiten) and not plan.spectrum.is_white

@@ -29,7 +29,8 @@ from cryoem_denoise.errors import (
     InputError,
     InputWarning,
 )
-from cryoem_denoise.inference.conditioning import plan_conditioning
+from cryoem_denoise.inference.conditioning import model_shape, plan_conditioning
+from cryoem_denoise.inference.resample import binning_factor
 from cryoem_denoise.inference.tiling import Stitcher, make_grid, pad_to_grid
 from cryoem_denoise.io.mrc import check_section
 from cryoem_denoise.model import model_store
@@ -411,10 +412,17 @@ class Denoiser:
         sigma = plan.sigma if noise_level is None else noise_level
         out = np.empty(sections.shape, np.float32)
         for k, section in enumerate(sections):
-            prepared = plan.prepare(section)
+            prepared = plan.prepare(section, k)
             result = self.tiles.denoise(prepared.image, sigma=sigma, progress=progress)
             out[k] = plan.restore(result, prepared)
         return out.reshape(data.shape)
+
+    def model_shape(self, shape, pixel_size=None):
+        """The shape an image of ``shape`` has when it reaches the model (resampled into the
+        trained pixel sizes, :class:`InferenceConfig`'s ``resample``)."""
+        factor = (binning_factor(pixel_size, self.trained_pixel_sizes)
+                  if self.inference.resample else 1.0)
+        return model_shape(shape, factor)
 
     def plan(self, sections, pixel_size=None, noise_level=None):
         """Measure a file's sections and plan what they go through before and after the
