@@ -10,7 +10,7 @@ EXTRAS ?= cpu,jax,test,docs,star
 DEMO_OUT ?= demo-out
 DEMO_STEPS ?= 300
 
-.PHONY: demo test test-fast install data docs benchmarks fuzz clean
+.PHONY: demo test test-fast install data docs benchmarks fuzz peers clean
 
 $(STAMP): setup.cfg setup.py constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -58,6 +58,21 @@ BENCHMARKS ?= training apply simulate evaluate quality
 
 benchmarks: data
 	cd benchmarks && for b in $(BENCHMARKS); do ../$(BIN)/python bench_$$b.py || exit 1; done
+
+# Benchmark peers, never dependencies of the package: Topaz-Denoise (topaz-em) in its own
+# environment, for benchmarks/bench_real_micrographs.py (benchmarks/peers/topaz_denoise.py).
+# torch 2.13.0 is the CPU build where pip finds it locally, else PyPI's (CUDA, several GB).
+TOPAZ_VENV ?= .venv-topaz
+TOPAZ_REQS := benchmarks/peers/requirements-topaz.txt
+
+$(TOPAZ_VENV)/.installed: $(TOPAZ_REQS)
+	test -x $(TOPAZ_VENV)/bin/python || $(PYTHON) -m venv $(TOPAZ_VENV)
+	$(TOPAZ_VENV)/bin/python -m pip install --quiet -r $(TOPAZ_REQS)
+	$(TOPAZ_VENV)/bin/python -m pip install --quiet --no-deps topaz-em==0.3.20
+	$(TOPAZ_VENV)/bin/python -c "import topaz.denoise; print('topaz', topaz.__version__)"
+	touch $@
+
+peers: $(TOPAZ_VENV)/.installed
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) build *.egg-info .pytest_cache

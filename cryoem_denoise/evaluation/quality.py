@@ -17,6 +17,25 @@ measured on the same intensity scale (both on [0, 255], or both in file units):
     denoised with the grid offset by ``shift`` pixels, RMS of the difference over RMS of the
     denoising correction. The goal is ≤ 0.05.
 
+Issue 18's measures for whole real micrographs, each of the correction ``image - output``
+or of the output beside its input:
+
+:func:`band_power_ratio`
+    power in a radial band of spatial frequency of the output over the input's: in the mid
+    band 0.05-0.2 cycles/px (mostly noise) the goal is ≤ 0.3, in the lowest band
+    0.005-0.02 cycles/px (ice gradients, carbon, large particles) ≥ 0.5.
+:func:`seam_score`
+    power of the correction's column-mean and row-mean profiles (of strips) at the
+    harmonics of the tile period over that at the frequencies around them; ≈ 1 with no
+    seams, goal ≤ 1.2 (:func:`tile_stride` and :func:`grid_strides` give a tiling's period).
+:func:`edge_score`
+    RMS of the correction's 16-px block means along the image border over that in the
+    interior: a dark or bright band along the edges; ≈ 1 for a whole-image filter, goal
+    ≤ 1.5.
+:func:`range_excess`
+    how far the output goes beyond the input's range, in units of the input's noise σ;
+    goal ≤ 1.
+
 :func:`model_denoise_fn` wraps a :class:`~cryoem_denoise.inference.denoiser.Denoiser` as the
 ``image -> image`` function these take, with one noise sigma for every call (a model with
 a noise-level input would otherwise estimate it per call, from a region that moves with
@@ -29,13 +48,36 @@ import numpy as np
 
 from cryoem_denoise.data.noise import estimate_sigma
 from cryoem_denoise.errors import ConfigError, InputError
-from cryoem_denoise.evaluation.metrics import high_frequency_power, nyquist_power
+from cryoem_denoise.evaluation.metrics import band_power, high_frequency_power, nyquist_power
+from cryoem_denoise.inference.tiling import tile_positions
+
+__all__ = [
+    "CHECKERBOARD_GOAL", "HIGH_FREQUENCY_GOAL", "TILING_GOAL", "MID_BAND", "MID_BAND_GOAL",
+    "LOW_BAND", "LOW_BAND_GOAL", "SEAM_GOAL", "EDGE_GOAL", "RANGE_GOAL", "BAND_TAPER",
+    "checkerboard_ratio", "high_frequency_ratio", "TilingComparison", "tiling_comparison",
+    "tiling_disagreement", "band_power_ratio", "tile_stride", "grid_strides", "seam_score",
+    "edge_score", "range_excess", "estimate_noise_sigma", "model_denoise_fn",
+]
 
 #: Goals for real micrographs and tiling: no checkerboard, no high-frequency excess, tile
 #: grids that agree (docs/results/quality.md).
 CHECKERBOARD_GOAL = 1.0
 HIGH_FREQUENCY_GOAL = 0.5
 TILING_GOAL = 0.05
+
+#: Issue 18's goals on whole real micrographs (docs/results/quality.md): the mid band
+#: (cycles/px) loses most of its power, the lowest band keeps at least half, no tile grid in
+#: the correction, no band along the border, no output beyond the input's range by more
+#: than its noise σ.
+MID_BAND = (0.05, 0.2)
+MID_BAND_GOAL = 0.3
+LOW_BAND = (0.005, 0.02)
+LOW_BAND_GOAL = 0.5
+SEAM_GOAL = 1.2
+EDGE_GOAL = 1.5
+RANGE_GOAL = 1.0
+#: Fraction of each axis in the cosine edge of the window :func:`band_power_ratio` applies.
+BAND_TAPER = 0.1
 
 
 def _same_shape(output, image):
@@ -235,6 +277,282 @@ def tiling_disagreement(denoise_fn, image, shift, margin=0):
     float
     """
     return tiling_comparison(denoise_fn, image, shift, margin).ratio
+
+
+def band_power_ratio(output, image, low, high, taper=BAND_TAPER):
+    """Power at ``low < |k| <= high`` cycles/px of ``output`` over that of its input.
+
+    Both images get the same cosine-edged window (:func:`~cryoem_denoise.evaluation.metrics.
+    band_power`), so that the jump between opposite edges does not count as power along
+    the spectrum's axes.
+
+    Parameters
+    ----------
+    output : array_like
+        The denoised 2D image.
+    image : array_like
+        The image it was denoised from, on the same intensity scale.
+    low, high : float
+        The band in cycles/px, ``0 <= low < high``: :data:`MID_BAND` (goal ≤
+        :data:`MID_BAND_GOAL`) or :data:`LOW_BAND` (goal ≥ :data:`LOW_BAND_GOAL`).
+    taper : float
+        The window's cosine edge as a fraction of each axis (0: none).
+
+    Returns
+    -------
+    float
+        The fraction of the input's power in the band that the output keeps.
+
+    Raises
+    ------
+    InputError
+        Images of different shapes or not 2D, or an input with no power in the band.
+    ConfigError
+        A band that is empty or negative.
+    """
+    if not (np.isfinite(low) and 0 <= low < high):
+        raise ConfigError(f"need a band 0 <= low < high cycles/px, got {low:g}-{high:g}")
+    output, image = _same_shape(output, image)
+    return _ratio(band_power(output, low, high, taper), band_power(image, low, high, taper),
+                  f"{low:g}-{high:g} cycles/px")
+
+
+def tile_stride(length, tile, overlap):
+    """Mean distance between neighbouring tiles along an axis of ``length`` pixels.
+
+    Tiles are placed as :func:`cryoem_denoise.inference.tiling.tile_positions` places them:
+    first at 0, last at the edge, evenly spread in between, so the stride is close to
+    ``tile - overlap`` but not exactly it (e.g. 415.75 px for 3838 px, tile 512, overlap 64).
+    For a grid that pads the image first (a tile margin), pass the padded length, or take
+    the strides from the grid itself (:func:`grid_strides`).
+
+    Returns
+    -------
+    float or None
+        ``None`` when one tile covers the axis (no seams).
+    """
+    starts = tile_positions(int(length), int(tile), int(overlap))
+    return float(np.diff(starts).mean()) if len(starts) > 1 else None
+
+
+def grid_strides(grid):
+    """``(stride_y, stride_x)`` of a :class:`~cryoem_denoise.inference.tiling.TileGrid`.
+
+    Read from the grid's tile starts (``grid.ys``, ``grid.xs``), so padding or margins the
+    grid adds are accounted for; ``None`` on an axis one tile covers.
+    """
+    return tuple(float(np.diff(s).mean()) if len(s) > 1 else None for s in (grid.ys, grid.xs))
+
+
+def _seam_ratio(profiles, period, harmonics, width):
+    """Mean over harmonics of the harmonic-over-neighbours power of ``profiles`` (``(k, n)``).
+
+    The profiles are cut to the whole number ``m`` of periods that fits from half a period
+    in (``round(m * period)`` samples), so that a pattern repeating every ``period`` pixels
+    puts all its power on the bins ``m, 2m, 3m, ...`` and none between: tiles start at the
+    image's first pixel (:func:`~cryoem_denoise.inference.tiling.tile_positions`), so their
+    seams lie near multiples of the period and each cut period holds one. Each profile is
+    detrended (least-squares line) and their power spectra averaged. Harmonic ``h`` is bin ``h m``; its neighbours
+    are the bins within ``width`` of it that are no harmonic (and not bins 0 and 1). A
+    spectrum that rises or falls steeply there (the correction of a blur rises as k⁴) would
+    bias a plain mean of the neighbours, so both are divided by a power law fitted to the
+    neighbours in log-log first. ``None`` when fewer than two periods fit or no harmonic
+    below Nyquist has two neighbours.
+    """
+    start = int(period / 2)
+    m = int((profiles.shape[1] - start) // period)
+    if m < 2:
+        return None
+    n = int(round(m * period))
+    cut = profiles[:, start:start + n]
+    x = np.arange(n, dtype=np.float64)
+    slope, intercept = np.polyfit(x, cut.T, 1)
+    detrended = cut - (slope[:, None] * x + intercept[:, None])
+    power = np.mean(np.abs(np.fft.rfft(detrended, axis=1)) ** 2, axis=0)
+    bins = np.arange(len(power))
+    between = (bins % m != 0) & (bins >= 2) & (power > 0)
+    ratios = []
+    for c in m * np.arange(1, int(harmonics) + 1):
+        if c >= len(power) - 1:
+            break
+        near = between & (np.abs(bins - c) <= width)
+        if near.sum() < 2:
+            continue
+        b, a = np.polyfit(np.log(bins[near]), np.log(power[near]), 1)
+        law = np.exp(a + b * np.log(bins[near]))
+        ratios.append(power[c] / np.exp(a + b * np.log(c)) / np.mean(power[near] / law))
+    return float(np.mean(ratios)) if ratios else None
+
+
+def seam_score(output, image, period, harmonics=24, bands=32, width=6):
+    """How strongly the correction ``image - output`` repeats at the tiling period.
+
+    A tiled denoiser whose tiles disagree at their edges leaves a grid in the correction,
+    constant along each seam. Mean profiles keep it and average the rest away: the
+    correction is cut into ``bands`` strips along each axis and each strip averaged across
+    its width (column means of horizontal strips: profiles along x, for the seams between
+    tile columns; row means of vertical strips: along y). Each profile is cut to a whole
+    number of periods and detrended, the strips' power spectra are averaged, and at each of
+    the first ``harmonics`` harmonics of 1 / ``period`` the power is divided by that of the
+    neighbouring frequencies (up to ``width`` bins away, no harmonic; both relative to a
+    power law fitted to the neighbours). The score is the mean of these ratios over the
+    harmonics, the larger of the two axes'. A filter with no seams gives ≈ 1 (1.02 ± 0.03
+    for white or blurred noise); a grid gives ≫ 1. Goal: ≤ :data:`SEAM_GOAL`.
+
+    Strips, not one mean over the whole image, and many harmonics make the score stable:
+    the power of one profile at one frequency scatters by 100 % around its mean. What the
+    score sees is the part of a seam that is the same along it (an offset or a ridge at
+    every tile edge); a disagreement whose sign follows the image's content averages out.
+    At least two periods must fit in the image after the first half period (a 1024-px
+    period needs 2560 px).
+
+    Parameters
+    ----------
+    output : array_like
+        The denoised 2D image.
+    image : array_like
+        Its input, on the same intensity scale.
+    period : float or tuple of float
+        Tile period (stride) in pixels, one for both axes or ``(period_y, period_x)``
+        (:func:`tile_stride`, :func:`grid_strides`); ``None`` on an axis skips it.
+    harmonics : int
+        Harmonics of the tile frequency averaged (those below Nyquist).
+    bands : int
+        Strips per axis whose profiles' spectra are averaged (at most the image side).
+    width : int
+        Bins on each side of a harmonic whose power is its reference.
+
+    Returns
+    -------
+    float or None
+        ``None`` when neither axis can be scored (a period longer than half the image, or
+        ``None`` on both axes).
+
+    Raises
+    ------
+    InputError
+        Images of different shapes or not 2D.
+    ConfigError
+        A period under 4 px, or fewer than one harmonic, band or reference bin.
+    """
+    output, image = _same_shape(output, image)
+    periods = tuple(period) if isinstance(period, (tuple, list)) else (period, period)
+    if len(periods) != 2:
+        raise ConfigError(f"need one period or (period_y, period_x), got {period!r}")
+    if min(int(harmonics), int(bands), int(width)) < 1:
+        raise ConfigError(f"need harmonics, bands and width of at least 1, got {harmonics}, "
+                          f"{bands}, {width}")
+    for p in periods:
+        if p is not None and not (np.isfinite(p) and p >= 4):
+            raise ConfigError(f"the tile period must be at least 4 px, got {p:g}")
+    difference = image - output
+    ratios = []
+    for axis, p in enumerate(periods):  # axis 0: seams between tile rows, profiles along y
+        if p is None:
+            continue
+        strips = np.array_split(difference, min(int(bands), difference.shape[1 - axis]),
+                                axis=1 - axis)
+        profiles = np.stack([strip.mean(axis=1 - axis) for strip in strips])
+        r = _seam_ratio(profiles, p, int(harmonics), int(width))
+        if r is not None:
+            ratios.append(r)
+    return max(ratios) if ratios else None
+
+
+def _blocks(a, block):
+    """Means of the ``block`` × ``block`` squares that tile ``a`` from its top-left corner
+    (a remainder of fewer than ``block`` rows or columns is left out), flattened."""
+    ny, nx = (n // block * block for n in a.shape)
+    return a[:ny, :nx].reshape(ny // block, block, nx // block, block).mean(axis=(1, 3)).ravel()
+
+
+def edge_score(output, image, width=16, block=None):
+    """Strength of the correction ``image - output`` along the border over the interior.
+
+    The correction is averaged over squares of ``block`` pixels: those in the band
+    ``width`` pixels deep along the four sides (the border) and those in the rest (the
+    interior). The score is the RMS of the border squares' means about the interior's mean
+    over the RMS of the interior squares' means about it. Averaging keeps an offset (a dark
+    or bright band along the edges) and removes most of the noise the correction holds, so
+    a band a few grey levels deep shows even where the correction's pixels vary by tens. A
+    filter that treats the border like the interior (e.g. a blur with reflecting
+    boundaries) gives ≈ 1. Goal: ≤ :data:`EDGE_GOAL`.
+
+    Parameters
+    ----------
+    output : array_like
+        The denoised 2D image.
+    image : array_like
+        Its input, on the same intensity scale.
+    width : int
+        Depth of the border band in pixels.
+    block : int, optional
+        Side of the squares, a divisor of ``width`` (default: ``width``, one square deep);
+        1 compares the RMS of the correction's pixels in the band with that inside.
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    InputError
+        Images of different shapes or not 2D, too small for the band and one interior
+        square, or a correction that is constant inside.
+    ConfigError
+        A width under 1 or a block that does not divide it.
+    """
+    width = int(width)
+    block = width if block is None else int(block)
+    if width < 1 or block < 1 or width % block:
+        raise ConfigError(f"need a width of at least 1 px and a block dividing it, got "
+                          f"{width}, {block}")
+    output, image = _same_shape(output, image)
+    d = image - output
+    ny, nx = d.shape
+    if min(ny, nx) < 2 * width + block:
+        raise InputError(f"a {ny}x{nx} image is too small for a {width}-px border band")
+    interior = _blocks(d[width:ny - width, width:nx - width], block)
+    border = np.concatenate([_blocks(side, block) for side in (
+        d[:width], d[ny - width:], d[width:ny - width, :width], d[width:ny - width, nx - width:])])
+    centre = interior.mean()
+    spread = np.sqrt(np.mean(np.square(interior - centre)))
+    return _ratio(np.sqrt(np.mean(np.square(border - centre))), spread, "interior correction")
+
+
+def range_excess(output, image, sigma=None):
+    """How far ``output`` goes beyond the range of ``image``, in units of its noise σ.
+
+    ``max(max(output) - max(image), min(image) - min(output), 0) / sigma``: 0 when the
+    output stays within the input's range, ≤ 1 (the goal, :data:`RANGE_GOAL`) when it
+    leaves it by no more than the noise. Ringing or an offset that pushes pixels past the
+    darkest or brightest input pixel shows here.
+
+    Parameters
+    ----------
+    output : array_like
+        The denoised 2D image.
+    image : array_like
+        Its input, on the same intensity scale.
+    sigma : float, optional
+        The input's noise σ in its units; estimated from ``image`` when not given
+        (:func:`estimate_noise_sigma`).
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    InputError
+        Images of different shapes or not 2D, or a σ that is not positive.
+    """
+    output, image = _same_shape(output, image)
+    sigma = estimate_noise_sigma(image) if sigma is None else float(sigma)
+    if not (np.isfinite(sigma) and sigma > 0):
+        raise InputError(f"the noise sigma must be positive, got {sigma:g}")
+    excess = max(output.max() - image.max(), image.min() - output.min(), 0.0)
+    return float(excess / sigma)
 
 
 def estimate_noise_sigma(image):
