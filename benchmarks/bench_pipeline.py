@@ -57,6 +57,7 @@ def pure_seconds(denoiser, shape, tiles):
 
 def run_mode(denoiser, files, out, side, header):
     """End to end and pure seconds of one mode over ``files``."""
+    out.mkdir()
     options = apply_files.ApplyOptions(out_dir=out, overwrite=True)
     warm = apply_files.plan_jobs(files[:1], options)
     apply_files.run_jobs(denoiser, warm, options)  # compile and warm up
