@@ -180,3 +180,12 @@ def test_apply_bins_a_super_resolution_micrograph_and_returns_its_size(make_mrc,
     out = image_io.read_sections(tmp_path / "o" / "super_denoised.mrc")[0][0]
     assert out.max() < 100  # the hot pixel is gone, not smeared into a blob
     assert out.std() < counts[counts < 1000].std()  # denoised
+
+
+@pytest.mark.parametrize("shape", [(9, 9), (12, 30), (31, 64)])
+def test_images_too_small_to_measure_are_denoised_as_white(shape):
+    image = (100 + np.random.default_rng(12).normal(0, 5, shape)).astype(np.float32)
+    plan = plan_conditioning([image], _identity_scaling, keep_below=0.02)
+    assert plan.spectrum is None and not plan.whiten and plan.keep_below == 0.0
+    prepared = plan.prepare(image, 0)
+    np.testing.assert_allclose(plan.restore(prepared.image.copy(), prepared), image, atol=1e-3)

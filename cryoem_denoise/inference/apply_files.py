@@ -137,6 +137,8 @@ class FileNoise:
             parts.append(f"noise sigma {self.level:.1f} on [0,255] ({self.how})")
         if self.spectrum is not None:
             parts.append(self.spectrum.summary() + (", whitened" if self.whitened else ""))
+        elif self.how != "known":
+            parts.append("noise spectrum not measured (image under 32 px): taken as white")
         if self.factor > 1:
             parts.append(f"binned {self.factor:g}x")
         elif self.factor < 1:

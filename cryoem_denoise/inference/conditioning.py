@@ -34,6 +34,8 @@ from cryoem_denoise.inference.spectrum import estimate_noise_spectrum, radial_fr
 
 __all__ = ["ESTIMATE_SECTIONS", "Conditioning", "Prepared", "model_shape", "plan_conditioning"]
 
+#: Images with a side under this are not measured (white noise is assumed).
+MIN_SPECTRUM_SIDE = 32
 #: Sections of a stack the noise level is measured on (evenly spaced), at least.
 ESTIMATE_SECTIONS = 8
 #: Pixels the noise spectrum is measured on, at most: a stack of small boxes gives it more
@@ -198,8 +200,11 @@ def plan_conditioning(sections, scaling, *, pixel_size=None, trained_pixel_sizes
         if k == 0:
             plan.first = (image.copy(), replaced)
         scaled.append(plan.scaling(image).forward(image))
-    plan.spectrum = estimate_noise_spectrum(scaled)
-    plan.whiten = bool(whiten) and not plan.spectrum.is_white
+    if min(scaled[0].shape) >= MIN_SPECTRUM_SIDE:
+        plan.spectrum = estimate_noise_spectrum(scaled)
+    else:  # too small to measure: its noise is taken as white, its low frequencies as noisy
+        plan.keep_below = 0.0
+    plan.whiten = bool(whiten) and plan.spectrum is not None and not plan.spectrum.is_white
     if noise_level:
         levels = []
         level_picks = np.unique(np.linspace(0, len(scaled) - 1, min(len(scaled), ESTIMATE_SECTIONS))
