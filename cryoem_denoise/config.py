@@ -430,7 +430,7 @@ class InferenceConfig:
         None, kind=int, low=0, default_text="overlap / 4: 24",
         help="Pixels at every tile edge whose output is dropped (the image is mirrored "
         "beyond its border): no tile grid in the difference map, no band along the border; "
-        "under half the overlap")
+        "kept under half the overlap")
     whiten: bool = option(
         True, "Measure each file's noise spectrum and whiten the image before the model, "
         "re-colour after it (off: the noise is taken as white, as in the paper)")

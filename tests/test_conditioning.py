@@ -120,9 +120,10 @@ def _identity_scaling(image):
     return Affine(float(image.min()), float(image.max()))
 
 
-def test_conditioning_round_trip_gives_the_image_back_without_a_model():
-    # a model that returns its input: conditioning and restoring undo each other
-    shape = (300, 260)
+@pytest.mark.parametrize("shape", [(300, 260), (301, 257)])
+def test_conditioning_round_trip_gives_the_image_back_without_a_model(shape):
+    # a model that returns its input: conditioning and restoring undo each other (odd
+    # sizes too); a model that shifts the mean does not shift the output's
     noise, _ = _coloured_noise(shape, TRANSFERS["gaussian roll-off"], seed=5)
     image = (1000 + _field(shape, 6, amplitude=30) + 40 * noise).astype(np.float32)
     plan = plan_conditioning([image], _identity_scaling, keep_below=0.02)
@@ -130,6 +131,8 @@ def test_conditioning_round_trip_gives_the_image_back_without_a_model():
     prepared = plan.prepare(image)
     assert prepared.image.shape == shape and prepared.image.dtype == np.float32
     np.testing.assert_allclose(plan.restore(prepared.image.copy(), prepared), image, atol=0.05)
+    shifted = plan.restore(prepared.image + 10.0, prepared)
+    assert float(shifted.mean()) == pytest.approx(float(image.mean()), abs=0.05)
 
 
 def test_conditioning_bins_super_resolution_and_returns_the_input_size():

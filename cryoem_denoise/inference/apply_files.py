@@ -33,6 +33,7 @@ import numpy as np
 from cryoem_denoise.data.noise import add_protocol_noise, estimate_noise_level
 from cryoem_denoise.errors import ConfigError, CryoEMDenoiseError, InputWarning, OutputError
 from cryoem_denoise.evaluation import figures, metrics
+from cryoem_denoise.inference.conditioning import MIN_SPECTRUM_SIDE
 from cryoem_denoise.inference.denoiser import to_units
 from cryoem_denoise.inference.report import (
     COLOURED,
@@ -129,6 +130,7 @@ class FileNoise:
     whitened: bool = False
     factor: float = 1.0
     outliers: int = 0
+    measured: bool = False
 
     def line(self):
         """One line: ``name: noise sigma ..., spectrum, binning, outliers``."""
@@ -137,8 +139,9 @@ class FileNoise:
             parts.append(f"noise sigma {self.level:.1f} on [0,255] ({self.how})")
         if self.spectrum is not None:
             parts.append(self.spectrum.summary() + (", whitened" if self.whitened else ""))
-        elif self.how != "known":
-            parts.append("noise spectrum not measured (image under 32 px): taken as white")
+        elif self.measured:
+            parts.append(f"noise spectrum not measured (under {MIN_SPECTRUM_SIDE} px as the "
+                         "model gets it): taken as white")
         if self.factor > 1:
             parts.append(f"binned {self.factor:g}x")
         elif self.factor < 1:
@@ -299,7 +302,9 @@ def plan_jobs(files, options, pixel_sizes=None):
             if path.resolve() in seen:
                 raise OutputError(f"both {seen[path.resolve()]} and {f} would be written here", path)
             seen[path.resolve()] = f
-        skip = options.skip_existing and all(p.exists() for p in outputs.values())
+        # (a spectrum plot is not drawn for an image too small to measure)
+        skip = options.skip_existing and all(p.exists() for role, p in outputs.items()
+                                             if role != "spectrum")
         if not skip:  # with --skip-existing a partly written job is redone over its leftovers
             for path in outputs.values():
                 check_output_path(path, overwrite=options.overwrite or options.skip_existing,
@@ -384,7 +389,8 @@ def apply_file(denoiser, job, options, progress=None, noise_levels=None, measure
                                       progress)
         noise_levels.append(FileNoise(
             job.source, level, how, plan.spectrum if plan else None,
-            bool(plan and plan.whiten), plan.factor if plan else 1.0, flow.outliers))
+            bool(plan and plan.whiten), plan.factor if plan else 1.0, flow.outliers,
+            measured=plan is not None))
     if options.png:
         _previews(job, options, noise_levels[-1])
     return flow.rows
@@ -522,7 +528,8 @@ def run_jobs(denoiser, jobs, options, progress=False):
     bar = progress_bar(total_tiles, f"apply ({len(todo)} files)", "tile", progress)
     # read ahead: the next file is read, measured and prepared (measure_file) in a thread
     # while the model runs this one; one file ahead at most (bounded memory)
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cryoem-denoise-ahead") as ahead:
+    ahead = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cryoem-denoise-ahead")
+    try:
         pending = ahead.submit(measure_file, denoiser, todo[0], options) if todo else None
         for i, job in enumerate(todo):
             measuring, pending = pending, (ahead.submit(measure_file, denoiser, todo[i + 1], options)
@@ -539,6 +546,8 @@ def run_jobs(denoiser, jobs, options, progress=False):
                 report.failed.append((job.source, f"{where}: {describe_os_error(exc)}"))
             except MemoryError:
                 report.failed.append((job.source, f"{job.source}: out of memory"))
+    finally:  # interrupted: do not wait for the next file's measurement
+        ahead.shutdown(wait=False, cancel_futures=True)
     bar.close()
     report.seconds = time.perf_counter() - started
     report.tiles = total_tiles

@@ -31,15 +31,20 @@ from cryoem_denoise.data.noise import estimate_noise_level
 from cryoem_denoise.inference.outliers import replace_outliers
 from cryoem_denoise.inference.resample import binning_factor, fourier_resize
 from cryoem_denoise.inference.spectrum import estimate_noise_spectrum, radial_frequency
+from cryoem_denoise.io.mrc import check_section
 
 __all__ = ["ESTIMATE_SECTIONS", "Conditioning", "Prepared", "model_shape", "plan_conditioning"]
 
-#: Images with a side under this are not measured (white noise is assumed).
+#: Side of the central region of each measured section that the noise spectrum and level
+#: are measured on: 2048² of an 11k micrograph is still 100 segments of 256².
+MEASURE_SIDE = 2048
+#: Images (as the model gets them, after binning) with a side under this are not measured:
+#: white noise is assumed.
 MIN_SPECTRUM_SIDE = 32
 #: Sections of a stack the noise level is measured on (evenly spaced), at least.
 ESTIMATE_SECTIONS = 8
-#: Pixels the noise spectrum is measured on, at most: a stack of small boxes gives it more
-#: sections than :data:`ESTIMATE_SECTIONS` (64 boxes of 256², 1024 of 64²).
+#: A stack of small boxes is measured on more sections than :data:`ESTIMATE_SECTIONS`, as
+#: many as hold this many pixels (64 boxes of 256², 1024 of 64²).
 ESTIMATE_PIXELS = 2 ** 22
 
 
@@ -59,7 +64,9 @@ class Prepared:
 class Conditioning:
     """How one file's sections are prepared for the model and its results restored.
 
-    Build it with :func:`plan_conditioning`. Attributes
+    Build it with :func:`plan_conditioning`.
+
+    Attributes
     ----------
     factor : float
         Pixel-size factor: > 1 bins, < 1 interpolates, 1 leaves the size.
@@ -70,8 +77,12 @@ class Conditioning:
     keep_below : float
         Frequencies (cycles/px of the model's image) taken from the input, 0: none.
     outlier_threshold : float
+        Robust standard deviations beyond which isolated pixels are replaced (0: none).
     scaling : callable
         ``scaling(image) -> Affine``: the model's scaling of noisy inputs.
+    first : tuple or None
+        Section 0 resampled while measuring (``(image, replaced)``), used once by
+        :meth:`prepare` for index 0.
     sigma : float or None
         The noise level (on [0, 255]) of the model's input, for a noise-level model.
     """
@@ -134,16 +145,15 @@ class Conditioning:
             spectrum /= self._filter(shape)
         if self.keep_below > 0:
             source = sp_fft.rfft2(scaled - mean)
-            spectrum += self._kept_fraction(source) * (source - spectrum)
+            spectrum += self._kept_fraction(source, shape) * (source - spectrum)
         return (sp_fft.irfft2(spectrum, shape) + mean).astype(np.float32, copy=False)
 
-    def _kept_fraction(self, source):
+    def _kept_fraction(self, source, shape):
         """How much of the input each low frequency keeps: ``sqrt(1 - noise / power)``, the
         gain that leaves the power of the input's signal there (power spectral subtraction;
         Wiener's ``1 - noise / power`` would dim it to ``signal**2 / power``), the power
-        averaged over rings one frequency step wide, rolled off above ``keep_below``."""
-        ny = source.shape[0]
-        shape = (ny, 2 * (source.shape[1] - 1))
+        averaged over rings one frequency step wide, rolled off above ``keep_below``; the
+        mean is the input's."""
         k = radial_frequency(shape, real=True)
         step = 1.0 / min(shape)
         ring = np.minimum((k / step).astype(np.int64), int(np.ceil(4 * self.keep_below / step)))
@@ -153,8 +163,9 @@ class Conditioning:
         noise = self.spectrum.at(np.minimum((np.arange(len(ring_power)) + 0.5) * step,
                                             self.spectrum.cutoff))
         gain = np.sqrt(np.clip(1.0 - noise / np.maximum(ring_power, 1e-30), 0.0, 1.0))
-        roll_off = 1.0 / (1.0 + (k / self.keep_below) ** 8)
-        return (gain[ring] * roll_off).astype(np.float32)
+        fraction = (gain[ring] / (1.0 + (k / self.keep_below) ** 8)).astype(np.float32)
+        fraction[0, 0] = 1.0
+        return fraction
 
 
 def model_shape(shape, factor):
@@ -162,6 +173,12 @@ def model_shape(shape, factor):
     if factor == 1.0:
         return tuple(int(s) for s in shape)
     return tuple(max(16, int(round(s / factor))) for s in shape)
+
+
+def _central(image, side):
+    """The central ``side``² of an image (a copy; the whole image if it is smaller)."""
+    y, x = (max(0, (n - side) // 2) for n in image.shape)
+    return image[y:y + side, x:x + side].copy()
 
 
 def _filtered(image, gain):
@@ -194,12 +211,13 @@ def plan_conditioning(sections, scaling, *, pixel_size=None, trained_pixel_sizes
     size = int(np.prod(sections[0].shape))
     count = min(n, max(ESTIMATE_SECTIONS, ESTIMATE_PIXELS // max(size, 1)))
     picks = np.unique(np.linspace(0, n - 1, count).round().astype(int))
-    scaled = []
+    scaled = []  # the measured sections' central regions, on [0, 255] (bounded memory)
     for k in picks:
+        check_section(sections[k], index=k if n > 1 else None)
         image, replaced = plan._resampled(sections[k])
         if k == 0:
-            plan.first = (image.copy(), replaced)
-        scaled.append(plan.scaling(image).forward(image))
+            plan.first = (image, replaced)
+        scaled.append(_central(plan.scaling(image).forward(image), MEASURE_SIDE))
     if min(scaled[0].shape) >= MIN_SPECTRUM_SIDE:
         plan.spectrum = estimate_noise_spectrum(scaled)
     else:  # too small to measure: its noise is taken as white, its low frequencies as noisy

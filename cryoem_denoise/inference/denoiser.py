@@ -95,7 +95,8 @@ class TileDenoiser:
             to_units(out, affine)
         return out
 
-    def _check_estimate(self, sigma):
+    def check_estimate(self, sigma):
+        """Warn (:class:`InputWarning`) about an estimated sigma outside the trained range."""
         if self.sigma_range is not None and not self.sigma_range[0] <= sigma <= self.sigma_range[1]:
             low, high = self.sigma_range
             warnings.warn(InputWarning(
@@ -161,7 +162,7 @@ class TileDenoiser:
                 sigma = sigma[0] if sigma else None
                 if self.noise_level and sigma is None:
                     sigma = estimate_noise_level(image, affine)
-                    self._check_estimate(sigma)
+                    self.check_estimate(sigma)
                 source = image
                 if grid.padded_shape != grid.shape:  # margins or a small image: reflect-pad
                     source = np.asarray(image, np.float32)
@@ -299,7 +300,8 @@ class Denoiser:
     config : FitConfig
         The configuration the model was trained with (its ``config.json``).
     inference : InferenceConfig, optional
-        Tiling, batch and precision.
+        Tiling, batch and precision, and what a real image goes through around the model
+        (:mod:`~cryoem_denoise.inference.conditioning`).
     model_dir : Path, optional
         The model folder it came from.
     trained_pixel_sizes : tuple of float, optional
@@ -334,7 +336,8 @@ class Denoiser:
         inference : InferenceConfig, optional
         **options
             :class:`InferenceConfig` fields that override ``inference`` (``tile``,
-            ``overlap``, ``batch_size``, ``precision``, ``self_ensemble``).
+            ``overlap``, ``margin``, ``whiten``, ``resample``, ``keep_below``, ``outliers``,
+            ``batch_size``, ``precision``, ``self_ensemble``).
         """
         inference = replace(inference, **options) if inference else InferenceConfig(**options)
         folder = model_store.default_model_dir() if str(model) == "default" else Path(model)
@@ -410,6 +413,8 @@ class Denoiser:
             check_section(section, index=k if data.ndim == 3 else None)
         plan = self.plan(sections, pixel_size, noise_level)
         sigma = plan.sigma if noise_level is None else noise_level
+        if noise_level is None and plan.sigma is not None:
+            self.tiles.check_estimate(plan.sigma)
         out = np.empty(sections.shape, np.float32)
         for k, section in enumerate(sections):
             prepared = plan.prepare(section, k)

@@ -10,8 +10,6 @@ outliers beside it there. Dark contamination, carbon edges and gold beads, large
 few pixels, stay.
 """
 
-import warnings
-
 import numpy as np
 
 from cryoem_denoise.data.intensity import robust_stats
@@ -62,9 +60,9 @@ def replace_outliers(image, threshold=OUTLIER_THRESHOLD):
         neighbours = image[rows, cols].astype(np.float64)
         flagged = candidates[rows, cols] & inside
         neighbours[flagged | ~inside] = np.nan  # outliers do not vote (nor the pixel itself)
-        with warnings.catch_warnings():  # a neighbourhood of outliers only: left as it is
-            warnings.simplefilter("ignore", RuntimeWarning)
-            local = np.nanmedian(neighbours, axis=1)
+        voters = np.isfinite(neighbours).any(axis=1)  # a neighbourhood of outliers only: left
+        local = np.full(len(y), np.nan)
+        local[voters] = np.nanmedian(neighbours[voters], axis=1)
         isolated = (np.isfinite(local) & (flagged.sum(axis=1) <= 1 + _MAX_CLUSTER)
                     & (np.abs(image[y, x] - local) > threshold * spread))
         image[y[isolated], x[isolated]] = local[isolated]

@@ -27,13 +27,14 @@ def fourier_resize(image, shape):
 
     The mean is kept (and a band-limited image's values); float32 out. A crop removes the
     frequencies the new size cannot hold (binning without aliasing); a pad adds none
-    (band-limited interpolation).
+    (band-limited interpolation). An image already of ``shape`` is returned as it is (as
+    float32).
     """
     image = np.asarray(image, np.float32)
     ny, nx = image.shape
     my, mx = (int(s) for s in shape)
     if (my, mx) == (ny, nx):
-        return image.copy()
+        return image
     spectrum = sp_fft.rfft2(image)
     rows_from, rows_to = _axis_keep(ny, my)
     cols = min(nx // 2, mx // 2) + 1

@@ -2,8 +2,8 @@
 
 Detectors colour the noise of real micrographs: a counting detector's pixel response, the
 binning of super-resolution frames and dose weighting all make the noise power fall toward
-Nyquist (``epu2.9_example.mrc``: a fifth of its 0.1-cycles/px level at Nyquist after 2x
-binning). A model trained on white noise reads such noise, by its finest scale, as weak, and
+Nyquist (``epu2.9_example.mrc``: about a third of its 0.1-cycles/px level at Nyquist after
+2x binning). A model trained on white noise reads such noise, by its finest scale, as weak, and
 keeps the rest as structure. ``apply`` therefore measures each file's noise spectrum
 (:func:`estimate_noise_spectrum`), whitens the image before the model (its noise then has the
 flat spectrum the model was trained on) and re-colours the result after it
@@ -15,7 +15,7 @@ The estimate is Welch's: the mean periodogram of Hann-windowed segments of
 power over :data:`SMOOTH_BINS` rings. In a cryo-EM image the noise dominates the power away
 from the lowest frequencies; below :data:`LOW_CUTOFF` cycles/px, where particles and ice
 gradients dominate, the noise is taken as flat at its level there. Checked on simulated
-fields with noise of known spectra (``tests/test_spectrum.py``): within 10 % of the true
+fields with noise of known spectra (``tests/test_conditioning.py``): within 10 % of the true
 noise power at every frequency from the cutoff to Nyquist.
 """
 
@@ -31,14 +31,14 @@ __all__ = ["LOW_CUTOFF", "NoiseSpectrum", "estimate_noise_spectrum", "radial_fre
 
 #: Side of the Welch segments (pixels); an image smaller than it is one segment.
 SEGMENT = 256
-#: At most this many segments (evenly spread) enter an estimate: 0.3 s on 2 CPU cores.
+#: At most this many segments (evenly spread) of each image enter an estimate.
 MAX_SEGMENTS = 100
 #: Spatial frequency (cycles/px) below which the noise is taken as flat at its level there.
 LOW_CUTOFF = 0.1
 #: Rings (of width 1/SEGMENT) the radial profile is smoothed over, in log power.
 SMOOTH_BINS = 5
 #: Noise whose power varies by less than this factor from the cutoff to Nyquist is white:
-#: it is not whitened (detectors colour it far more: 3x for ``epu2.9_example.mrc``).
+#: it is not whitened (detectors colour it far more: about 3x for ``epu2.9_example.mrc``).
 WHITE_TOLERANCE = 1.35
 #: The whitening filter's gain is kept within [1/MAX_GAIN, MAX_GAIN] (noise power within 100x).
 MAX_GAIN = 10.0
@@ -102,7 +102,8 @@ class NoiseSpectrum:
         """One line: the noise level and its colour."""
         colour = ("white" if self.is_white else
                   f"coloured: {self.nyquist_ratio:.2f} of its {self.cutoff:g}-cycles/px power at Nyquist")
-        return f"noise std {np.sqrt(self.at(self.cutoff)):.3g} (at {self.cutoff:g} cycles/px), {colour}"
+        return (f"noise level {np.sqrt(self.at(self.cutoff)):.3g} (the root of its power at "
+                f"{self.cutoff:g} cycles/px), {colour}")
 
 
 def _segments(image, side):

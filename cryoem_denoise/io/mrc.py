@@ -63,6 +63,7 @@ from cryoem_denoise.io.atomic import (
     reserve_space,
 )
 from cryoem_denoise.io.header import ImageHeader
+from cryoem_denoise.runtime.warnings_guard import catching_warnings
 
 #: MRC modes this project reads, with the dtype ``mrcfile`` gives them.
 SUPPORTED_MODES = {0: "int8", 1: "int16", 2: "float32", 6: "uint16", 12: "float16"}
@@ -232,7 +233,7 @@ def read_header(path):
 
 
 def _header_fields(path, permissive):
-    with warnings.catch_warnings():
+    with catching_warnings():
         warnings.simplefilter("ignore")
         with mrcfile.open(path, header_only=True, permissive=permissive) as mrc:
             header = mrc.header
@@ -526,7 +527,7 @@ def open_sections(path, header=None):
     """
     header = header or read_header(path)
     try:
-        with warnings.catch_warnings(record=True) as caught:
+        with catching_warnings(record=True) as caught:
             warnings.simplefilter("always")
             if header.compression:  # gzip/bzip2 maps (e.g. from EMDB) cannot be memory-mapped
                 mrc = mrcfile.open(header.path, mode="r", permissive=header.permissive)
@@ -681,7 +682,7 @@ def create_mrc(path, shape, *, kind=None, dtype="float32", voxel_size=None, orig
     shape = tuple(int(v) for v in shape)
     check_output_name(path)
     with atomic_output(path, overwrite=overwrite, protected=protected) as tmp:
-        with warnings.catch_warnings():
+        with catching_warnings():
             warnings.simplefilter("ignore")
             mrc = mrcfile.new_mmap(tmp, shape, mrc_mode=_MODE_OF[dtype], overwrite=True)
         try:
@@ -701,7 +702,7 @@ def create_mrc(path, shape, *, kind=None, dtype="float32", voxel_size=None, orig
                 mrc.voxel_size = tuple(voxel_size)
             if origin is not None:
                 mrc.header.origin = tuple(origin)
-            with warnings.catch_warnings():
+            with catching_warnings():
                 warnings.simplefilter("ignore")
                 mrc.update_header_stats()
             # our labels only: mrcfile's own carries the creation time, and the same input

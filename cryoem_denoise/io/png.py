@@ -19,6 +19,7 @@ from PIL.PngImagePlugin import PngInfo
 from cryoem_denoise.errors import InputError, OutputError
 from cryoem_denoise.io.header import ImageHeader
 from cryoem_denoise.io.mrc import ascii_label
+from cryoem_denoise.runtime.warnings_guard import catching_warnings
 
 __all__ = ["MAGIC", "SUFFIXES", "read_header", "read_data", "write"]
 
@@ -39,7 +40,7 @@ def read_header(path):
     """The :class:`ImageHeader` of a greyscale PNG file (:class:`InputError` otherwise)."""
     size = os.path.getsize(path)
     try:
-        with warnings.catch_warnings():
+        with catching_warnings():
             warnings.simplefilter("ignore")  # Pillow's DecompressionBombWarning
             with Image.open(path) as img:
                 mode, (nx, ny) = img.mode, img.size
@@ -79,7 +80,7 @@ def _first_line(exc):
 
 def read_data(path):
     """The pixels of a PNG file, ``(ny, nx)``."""
-    with warnings.catch_warnings():
+    with catching_warnings():
         warnings.simplefilter("ignore")
         with Image.open(path) as img:
             data = np.asarray(img)

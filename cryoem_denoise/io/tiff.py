@@ -26,6 +26,7 @@ from cryoem_denoise.errors import InputError, OutputError
 from cryoem_denoise.io import mrc
 from cryoem_denoise.io.atomic import atomic_output, reserve_space
 from cryoem_denoise.io.header import ImageHeader, check_pixel_type
+from cryoem_denoise.runtime.warnings_guard import catching_warnings
 
 __all__ = ["MAGIC", "SUFFIXES", "read_header", "read_data", "create"]
 
@@ -58,7 +59,7 @@ def _quiet():
     level = logger.level
     logger.setLevel(logging.CRITICAL + 1)
     try:
-        with warnings.catch_warnings():
+        with catching_warnings():
             warnings.simplefilter("ignore")
             yield
     finally:
@@ -273,7 +274,7 @@ def create(path, shape, kind, dtype, voxel_size, origin, overwrite, protected, l
         extra = {"resolution": (1e8 / px, 1e8 / px), "resolutionunit": "CENTIMETER"}
     with atomic_output(path, overwrite=overwrite, protected=protected) as tmp:
         size = int(np.prod(shape)) * np.dtype(dtype).itemsize
-        with warnings.catch_warnings():
+        with catching_warnings():
             warnings.simplefilter("ignore")
             data = tifffile.memmap(tmp, shape=shape, dtype=dtype, photometric="minisblack",
                                    metadata=meta, bigtiff=size > 2 ** 31, **extra)
