@@ -426,6 +426,15 @@ class InferenceConfig:
     overlap: int = option(
         None, kind=int, low=0, default_text="3 tile / 16: 96",
         help="Pixels shared by neighbouring tiles, blended linearly (at most half the tile)")
+    batch_size: int = option(
+        16, low=1, help="Tiles per generator call (fastest of 4, 8, 16 on 2 CPU cores)")
+    precision: str = option(
+        "auto", "auto: mixed_float16 on a GPU, float32 on a CPU", choices=PRECISIONS)
+    self_ensemble: bool = option(
+        False, "Average the outputs of the 8 rotations and mirrors of each tile (geometric "
+        "self-ensemble): 8x the time, lower error (held-out set: +0.1-0.3 dB)")
+    # what a real image goes through around the model (inference/conditioning.py); after
+    # the older fields, so positional construction keeps working
     margin: int = option(
         None, kind=int, low=0, default_text="overlap / 4: 24",
         help="Pixels at every tile edge whose output is dropped (the image is mirrored "
@@ -443,13 +452,6 @@ class InferenceConfig:
     outliers: float = option(
         6.0, low=0, help="Replace isolated pixels more than this many robust standard "
         "deviations from the image and from their neighbours (hot and dead pixels; 0: off)")
-    batch_size: int = option(
-        16, low=1, help="Tiles per generator call (fastest of 4, 8, 16 on 2 CPU cores)")
-    precision: str = option(
-        "auto", "auto: mixed_float16 on a GPU, float32 on a CPU", choices=PRECISIONS)
-    self_ensemble: bool = option(
-        False, "Average the outputs of the 8 rotations and mirrors of each tile (geometric "
-        "self-ensemble): 8x the time, lower error (held-out set: +0.1-0.3 dB)")
 
     def __post_init__(self):
         if self.overlap is None:

@@ -246,8 +246,9 @@ def test_tiff_inputs_give_tiff_outputs_or_the_format_asked(tiny_model, tmp_path)
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.iterdir()) == [
         "movie_sum_compare.png", "movie_sum_denoised.png", "movie_sum_denoised.tif",
+        "movie_sum_spectrum.png",
         "report.csv", "report.html",  # a run over several files: a report to scan
-        "stack_compare.png", "stack_denoised.png", "stack_denoised.tiff"]
+        "stack_compare.png", "stack_denoised.png", "stack_denoised.tiff", "stack_spectrum.png"]
     data, header = image_io.read_sections(out / "stack_denoised.tiff")
     assert header.format == "tiff" and header.kind == "stack" and header.shape == (3, 70, 90)
     assert header.dtype == "float32" and 15000 < data.mean() < 25000  # the input's units

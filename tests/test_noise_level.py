@@ -264,7 +264,7 @@ def test_apply_reports_the_noise_level_and_warns_outside_the_trained_range(
     rng = np.random.default_rng(2)
     image = rng.normal(100, 1, (128, 128)).astype(np.float32)
     src = make_mrc(image, "in.mrc")
-    r = _cli("apply", src, "--model", sigma_map_model, "--out", tmp_path / "a", "--quiet",
+    r = _cli("apply", src, "--model", sigma_map_model, "--out", tmp_path / "a",
              "--noise-level", 30)
     assert r.returncode == 0, r.stderr
     assert "noise sigma 30.0 on [0,255] (given)" in r.stderr
@@ -272,7 +272,7 @@ def test_apply_reports_the_noise_level_and_warns_outside_the_trained_range(
              "--noise-level", 70)
     assert r.returncode == 0, r.stderr
     assert "warning" in r.stderr and "outside the sigma range" in r.stderr
-    r = _cli("apply", src, "--model", sigma_map_model, "--out", tmp_path / "c", "--quiet")
+    r = _cli("apply", src, "--model", sigma_map_model, "--out", tmp_path / "c")
     assert r.returncode == 0, r.stderr
     assert "(estimated)" in r.stderr
 

@@ -180,12 +180,12 @@ def _report_noise_levels(levels, trained, quiet=False):
     range the model was trained on."""
     low, high = trained
     for noise in levels:
-        text = noise.line()
+        if not quiet:
+            click.echo(noise.line(), err=True)
         if noise.level is not None and not low <= noise.level <= high:
-            warning_line(f"{text}: the sigma is outside the range the model was trained on "
+            warning_line(f"{noise.path.name}: noise sigma {noise.level:.1f} on [0,255] "
+                         f"({noise.how}) is outside the sigma range the model was trained on "
                          f"({low:g}-{high:g}); the result may be poor")
-        elif not quiet:
-            click.echo(text, err=True)
 
 
 def _apply_halves(pairs, model_dir, out_dir, suffix, inference, overwrite, pixel_size):
