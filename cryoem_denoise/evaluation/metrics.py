@@ -17,6 +17,7 @@ from scipy import fft
 from scipy.signal.windows import tukey
 from skimage.metrics import structural_similarity
 
+from cryoem_denoise.data.detector import frequencies
 from cryoem_denoise.errors import ConfigError, InputError
 
 DATA_RANGE = 255.0
@@ -313,9 +314,7 @@ def band_power(image, low, high, taper=0.0):
     float
     """
     p = _power_spectrum(image, taper)
-    ky = np.fft.fftfreq(p.shape[0])[:, None]
-    kx = np.fft.fftfreq(p.shape[1])[None, :]
-    k = np.hypot(ky, kx)
+    k = np.hypot(*frequencies(p.shape))
     return float(p[(k > low) & (k <= high)].sum())
 
 

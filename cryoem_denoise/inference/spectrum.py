@@ -25,6 +25,7 @@ import numpy as np
 from scipy import fft as sp_fft
 from scipy.ndimage import uniform_filter1d
 
+from cryoem_denoise.data.detector import frequencies
 from cryoem_denoise.errors import InputError
 
 __all__ = ["LOW_CUTOFF", "NoiseSpectrum", "estimate_noise_spectrum", "radial_frequency"]
@@ -46,9 +47,7 @@ MAX_GAIN = 10.0
 
 def radial_frequency(shape, real=False):
     """``|k|`` (cycles/px) on the FFT grid of ``shape`` (the ``rfft2`` grid if ``real``)."""
-    ky = sp_fft.fftfreq(shape[0])[:, None]
-    kx = (sp_fft.rfftfreq if real else sp_fft.fftfreq)(shape[1])[None, :]
-    return np.hypot(ky, kx)
+    return np.hypot(*frequencies(shape, real))
 
 
 @dataclass(frozen=True)
