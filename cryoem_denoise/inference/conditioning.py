@@ -26,11 +26,12 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import fft as sp_fft
 
+from cryoem_denoise.data.detector import frequencies
 from cryoem_denoise.data.intensity import Affine
 from cryoem_denoise.data.noise import estimate_noise_level
 from cryoem_denoise.inference.outliers import replace_outliers
 from cryoem_denoise.inference.resample import binning_factor, fourier_resize
-from cryoem_denoise.inference.spectrum import estimate_noise_spectrum, radial_frequency
+from cryoem_denoise.inference.spectrum import estimate_noise_spectrum
 from cryoem_denoise.io.mrc import check_section
 
 __all__ = ["ESTIMATE_SECTIONS", "Conditioning", "Prepared", "model_shape", "plan_conditioning"]
@@ -143,18 +144,34 @@ class Conditioning:
         spectrum = sp_fft.rfft2(out - mean)
         if self.whiten:
             spectrum /= self._filter(shape)
-        if self.keep_below > 0:
-            source = sp_fft.rfft2(scaled - mean)
-            spectrum += self._kept_fraction(source, shape) * (source - spectrum)
+        if self.keep_below > 0:  # only the low frequencies' block of the spectrum changes
+            rows, cols = self._low_block(shape)
+            source = sp_fft.rfft2(scaled - mean)[rows, :cols]
+            block = spectrum[rows, :cols]
+            block += self._kept_fraction(source, shape, rows, cols) * (source - block)
+            spectrum[rows, :cols] = block
         return (sp_fft.irfft2(spectrum, shape) + mean).astype(np.float32, copy=False)
 
-    def _kept_fraction(self, source, shape):
-        """How much of the input each low frequency keeps: ``sqrt(1 - noise / power)``, the
-        gain that leaves the power of the input's signal there (power spectral subtraction;
-        Wiener's ``1 - noise / power`` would dim it to ``signal**2 / power``), the power
-        averaged over rings one frequency step wide, rolled off above ``keep_below``; the
-        mean is the input's."""
-        k = radial_frequency(shape, real=True)
+    def _low_block(self, shape):
+        """``(rows, cols)`` of the ``rfft2`` grid holding every frequency up to 4 x
+        ``keep_below`` (beyond it the kept fraction is under 2e-5): row indices, and the
+        number of leading columns."""
+        ny, nx = shape
+        reach = 4 * self.keep_below
+        my = min(ny, int(np.ceil(reach * ny)) + 1)
+        cols = min(nx // 2 + 1, int(np.ceil(reach * nx)) + 1)
+        rows = np.arange(ny) if 2 * my >= ny else np.r_[0:my, ny - my:ny]
+        return rows, cols
+
+    def _kept_fraction(self, source, shape, rows, cols):
+        """How much of the input each low frequency (``source``: the block ``rows``,
+        ``:cols`` of the input's ``rfft2``) keeps: ``sqrt(1 - noise / power)``, the gain that
+        leaves the power of the input's signal there (power spectral subtraction; Wiener's
+        ``1 - noise / power`` would dim it to ``signal**2 / power``), the power averaged over
+        rings one frequency step wide, rolled off above ``keep_below``; the mean is the
+        input's."""
+        ky, kx = frequencies(shape, real=True)
+        k = np.hypot(ky[rows], kx[:, :cols])
         step = 1.0 / min(shape)
         ring = np.minimum((k / step).astype(np.int64), int(np.ceil(4 * self.keep_below / step)))
         power = np.abs(source) ** 2 / (shape[0] * shape[1])
