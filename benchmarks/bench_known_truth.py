@@ -34,6 +34,9 @@ Methods, all on the same noisy image:
 
 * ``ours``: ``Denoiser.load(model).denoise(noisy, pixel_size=...)`` on the electron counts
   as they are (the Denoiser does its own scaling, noise estimate and whatever else it does);
+* ``compare`` (``--compare DIR``): a second model folder, run as ``ours`` is (a model
+  under selection beside the shipped one); ``--methods`` runs a subset (e.g. ``ours
+  compare noisy`` to follow a training run without the peers' minutes);
 * ``bm3d``: BM3D with sigma estimated from the image (``noise.estimate_sigma``, white);
 * ``bm3d_psd``: BM3D given the true noise spectrum as ``sigma_psd``
   (:func:`~cryoem_denoise.data.detector.noise_power_spectrum`);
@@ -95,7 +98,7 @@ ROOT = Path(__file__).resolve().parents[1]
 #: Topaz's interpreter and script (``make peers`` makes both).
 TOPAZ = (ROOT / ".venv-topaz" / "bin" / "python",
          ROOT / "benchmarks" / "peers" / "topaz_denoise.py")
-METHODS = ("ours", "bm3d", "bm3d_psd", "topaz", "blur", "noisy")
+METHODS = ("ours", "compare", "bm3d", "bm3d_psd", "topaz", "blur", "noisy")
 DOSES = (5.0, 20.0, 60.0)
 SIGMAS = (10.0, 25.0, 40.0, 80.0)
 BLUR_WIDTHS = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0)
@@ -316,17 +319,19 @@ def oracle_blur(image255, ref255):
 class Runner:
     """Runs every method on one noisy image and scores it; keeps times and warnings."""
 
-    def __init__(self, denoiser, topaz, threads):
+    def __init__(self, denoiser, topaz, threads, methods=METHODS, compare=None):
         self.den = denoiser
+        self.compare = compare
         self.topaz = topaz
         self.threads = threads
+        self.methods = methods
         self.topaz_info = None
         self.warnings = {}
 
-    def ours(self, image, pixel_size):
+    def ours(self, image, pixel_size, denoiser=None):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            out = self.den.denoise(image, pixel_size=pixel_size)
+            out = (denoiser or self.den).denoise(image, pixel_size=pixel_size)
         for w in caught:
             key = str(w.message).split(" on [0,255]")[0][:60]
             self.warnings[key] = self.warnings.get(key, 0) + 1
@@ -346,14 +351,19 @@ class Runner:
         }
         if self.topaz:
             jobs["topaz"] = lambda: self._topaz(noisy)
+        if self.compare is not None:
+            jobs["compare"] = lambda: self.ours(noisy, pixel_size, self.compare)
+        jobs = {m: job for m, job in jobs.items() if m in self.methods}
         rows, outputs = {}, {}
         for method, job in jobs.items():
             t0 = time.perf_counter()
             out = np.asarray(job(), np.float32)
             rows[method] = {**score(out, truth, ref255), "seconds": time.perf_counter() - t0}
             outputs[method] = out
-        rows["bm3d"]["sigma_estimated_255"] = float(sigma)
-        rows["bm3d_psd"]["sigma_true_255"] = float(np.sqrt(np.mean(psd)) * a)
+        if "bm3d" in rows:
+            rows["bm3d"]["sigma_estimated_255"] = float(sigma)
+        if "bm3d_psd" in rows:
+            rows["bm3d_psd"]["sigma_true_255"] = float(np.sqrt(np.mean(psd)) * a)
         return rows, outputs
 
     def _topaz(self, image):
@@ -402,8 +412,11 @@ def gaussian_protocol(bank, runner, args):
             name = f"{field['structure']}-{field['setting']}-{k}"
             noisy = noise.add_protocol_noise(clean, sigma, args.seed, name)
             # as apply --sigma runs it: the known sigma, as BM3D is given it, on [0, 255]
-            outs = {"ours": runner.den.denoise_scaled(noisy, noise_level=sigma),
-                    "bm3d": bm3d_denoise(noisy, sigma), "noisy": noisy}
+            jobs = {"ours": lambda: runner.den.denoise_scaled(noisy, noise_level=sigma),
+                    "bm3d": lambda: bm3d_denoise(noisy, sigma), "noisy": lambda: noisy}
+            if runner.compare is not None:
+                jobs["compare"] = lambda: runner.compare.denoise_scaled(noisy, noise_level=sigma)
+            outs = {m: job() for m, job in jobs.items() if m in runner.methods}
             for method, out in outs.items():
                 rows.append({"sigma": sigma, "field": k, "structure": field["structure"],
                              "setting": field["setting"], "method": method,
@@ -474,6 +487,11 @@ def figure(shown, path):
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="default", help="model folder (default: the shipped one)")
+    ap.add_argument("--compare", default=None, metavar="DIR",
+                    help="a second model folder, run beside --model as method 'compare' "
+                         "(e.g. a model under selection, or the one it would replace)")
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS,
+                    help="methods to run (default: all; 'compare' needs --compare)")
     ap.add_argument("--quick", action="store_true",
                     help="about a minute: one 128² field, three detectors, σ 25 and 80, "
                          "no Topaz")
@@ -512,7 +530,9 @@ def main(argv=None):
     topaz = None if args.no_topaz else topaz_status()
     if args.no_topaz:
         topaz = "not run: --no-topaz" + (" (--quick)" if args.quick else "")
-    runner = Runner(Denoiser.load(args.model), topaz is None, args.threads)
+    compare = None if args.compare is None else Denoiser.load(args.compare)
+    runner = Runner(Denoiser.load(args.model), topaz is None, args.threads, args.methods,
+                    compare)
     shown = {}
     rows = detector_protocol(bank, runner, args, shown)
     gauss = gaussian_protocol(bank, runner, args)
@@ -528,12 +548,15 @@ def main(argv=None):
                 "expectation, shows the estimate's scatter)", "{:.2f}")
     print_table(summary, METHODS, "hf_power", f"output's power above {HF_CUTOFF} cycles/px "
                 "over the truth's (noise included)", "{:.3g}")
-    print_table(gsummary, ("ours", "bm3d", "noisy"), "psnr_plain",
+    print_table(gsummary, ("ours", "compare", "bm3d", "noisy"), "psnr_plain",
                 "paper's protocol (white Gaussian σ on [0, 255]): PSNR (dB), plain")
 
     png = RESULTS / f"{args.result}.png"
     figure(shown, png)
-    model_dir = model_store.default_model_dir() if args.model == "default" else Path(args.model)
+    def folder(name):
+        return model_store.default_model_dir() if name == "default" else Path(name)
+
+    model_dir = folder(args.model)
     structures = {n: {"description": datasets.SAMPLES[n].description,
                       "source": f"{datasets.SAMPLES[n].source.sdist_prefix} sdist, "
                                 f"{datasets.SAMPLES[n].member}",
@@ -542,6 +565,9 @@ def main(argv=None):
     path = save(args.result, {
         "args": vars(args), "seed": args.seed, "model": str(model_dir),
         "model_weights_sha256": datasets.sha256_of(model_dir / "generator.weights.h5"),
+        "compare_model": None if args.compare is None else str(folder(args.compare)),
+        "compare_weights_sha256": None if args.compare is None else
+        datasets.sha256_of(folder(args.compare) / "generator.weights.h5"),
         "inference": {k: getattr(runner.den.inference, k) for k in
                       ("tile", "overlap", "precision")},
         "simulator": {"name": "cryoJAX", "version": sim.version, "licence": "LGPL-2.1",

@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from numbers import Real
 
 from cryoem_denoise.data.intensity import METHODS
+from cryoem_denoise.data.detector import KINDS as DETECTOR_KINDS
 from cryoem_denoise.data.noise import SigmaSpec
+from cryoem_denoise.data.training_noise import NOISES, ContrastSpec, detector_kinds
 from cryoem_denoise.errors import ConfigError
 
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
@@ -175,6 +177,16 @@ class DataConfig:
     swap_pairs: bool = False        # noise2noise: swap input and target halves at random
     subsample_draws: int = option(4, low=1,
                                   help="--self-supervised: sub-sampled pairs drawn per image")
+    noise: str = option(
+        "white", "Noise of the clean crops: white Gaussian (the paper) or detector (each crop "
+        "through a detector transfer drawn from the family, as apply whitens it, then white "
+        "noise)", choices=NOISES)
+    contrast: str = option(
+        "1", "Each crop's contrast: 1 (the paper) or LOW:HIGH, a factor drawn log-uniformly per "
+        "crop (lower signal-to-noise at the same sigma)", kind=str)
+    detectors: str = option(
+        ",".join(DETECTOR_KINDS), "--noise detector: the members of the family drawn from, "
+        "evenly, comma-separated", kind=str)
 
     def validate(self):
         if self.mode not in DATA_MODES:
@@ -182,6 +194,16 @@ class DataConfig:
         if self.subsample_draws < 1:
             raise ConfigError("subsample_draws must be at least 1")
         SigmaSpec.parse(self.sigma)
+        contrast = ContrastSpec(self.contrast)
+        if (self.noise != "white" or not contrast.is_one) and self.mode != "clean":
+            raise ConfigError("--noise detector and --contrast shape clean training images; "
+                              f"the {self.mode!r} data mode has its own noise")
+        if self.noise not in NOISES:
+            raise ConfigError(f"noise must be one of {', '.join(NOISES)}, got {self.noise!r}")
+        kinds = detector_kinds(self.detectors)
+        if not kinds or any(k not in DETECTOR_KINDS for k in kinds):
+            raise ConfigError(f"detectors must be some of {', '.join(DETECTOR_KINDS)}, "
+                              f"comma-separated, got {self.detectors!r}")
         if self.sigma_draw not in SIGMA_DRAWS:
             raise ConfigError(f"sigma_draw must be one of {', '.join(SIGMA_DRAWS)}, "
                               f"got {self.sigma_draw!r}")
@@ -224,7 +246,11 @@ class TrainConfig:
     d_lr: float = option(1e-5, low=0, low_open=True, help="Critic learning rate")
     adam_beta1: float = 0.5         # pix2pix's Adam beta1 (the paper does not say)
     clip: float = option(0.001, low=0, low_open=True,
-                         help="Critic weight clipping c: every critic weight in [-c, c]")
+                         help="Critic weight clipping c: every critic weight in [-c, c] "
+                         "(unused with --gradient-penalty)")
+    gradient_penalty: float = option(
+        0.0, low=0, help="WGAN-GP: weight of the critic's gradient penalty (Gulrajani et al. "
+        "2017; 10 is standard); > 0 turns weight clipping off; 0: clipping (the paper)")
     n_critic: int = option(1, low=1, help="Critic updates per generator update")
     gray_lambda: float = option(0.1, low=0, help="Weight lambda of the gray constraint (Eq. 5)")
     gray_scale: str = option(
@@ -272,6 +298,9 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         if self.gray_lambda < 0:
             raise ConfigError("gray_lambda must not be negative")
+        if not (isinstance(self.gradient_penalty, Real) and 0 <= self.gradient_penalty < math.inf):
+            raise ConfigError(f"gradient_penalty must be a finite number >= 0, "
+                              f"got {self.gradient_penalty}")
         if not 0 <= self.adam_beta1 < 1:
             raise ConfigError(f"adam_beta1 must be in [0, 1), got {self.adam_beta1}")
         if not 0 <= self.seed < 2 ** 32:

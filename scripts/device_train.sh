@@ -8,7 +8,8 @@
 #              MINUTES=4 OUT=... bash scripts/device_train.sh   (the shipped model's run)
 # It simulates the built-in training set (600 broad-preset fields of the 7 training
 # structures), then trains
-#   stage 1  fit --preset quality, batch BATCH (64), Adam 2e-4, for MINUTES of wall time
+#   stage 1  fit --preset PRESET (quality), batch BATCH (64), Adam 2e-4, for MINUTES of wall time
+#            (PRESET=paper BATCH=32: the paper's WGAN of issue 19, 54 M parameters, 256² tiles)
 #            (fit --max-minutes: a usable model at whatever step it reached, resumable)
 #   stage 2  from stage 1's weights at Adam 2e-5 for FINETUNE_MINUTES (default 0: skipped;
 #            it did not help the shipped model, see scripts/train_default_model.sh)
@@ -73,10 +74,14 @@ if [ "${SMALL:-0}" = 1 ]; then   # CPU rehearsal: the same code paths, tiny size
 else
     # --steps: far beyond what MINUTES reach (the run is time-boxed; --resume --steps N
     # later finishes it at N, recalibrating without retraining when N is the step reached)
-    args=(--preset quality --batch-size "${BATCH:-64}" --steps "${STEPS:-200000}"
+    args=(--preset "${PRESET:-quality}" --batch-size "${BATCH:-64}" --steps "${STEPS:-200000}"
           --precision "${PRECISION:-mixed_bfloat16}"
           --checkpoint-every 2000 --validate-every 2000 --log-every 500)
 fi
+# EXTRA: more fit options for every stage, e.g. the detector-noise recipe the next GPU run
+# should train from scratch: EXTRA="--noise detector --contrast 0.25:1" (docs/usage/fit.md)
+read -r -a extra <<< "${EXTRA:-}"
+args+=("${extra[@]}")
 rm -rf "$WORK"
 fit() { python3 -m cryoem_denoise --backend jax fit --seed 0 -q "${args[@]}" "$@"; }
 time fit --out "$WORK/model" --max-minutes "${MINUTES:-4}"

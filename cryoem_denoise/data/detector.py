@@ -115,9 +115,10 @@ from cryoem_denoise.data.noise import DEFAULT_CONTRAST, check_dose, expected_cou
 from cryoem_denoise.errors import ConfigError, InputError
 
 __all__ = [
-    "KINDS", "RANGES", "Counting", "DoseWeighted", "SuperResolution", "White", "apply_detector",
+    "KINDS", "RANGES", "WHITENING_CUTOFF", "WHITENING_MAX_GAIN", "Counting", "DoseWeighted", "SuperResolution", "White", "apply_detector",
     "bin_sum", "critical_exposure", "describe", "dqe", "draw_detector", "fourier_crop",
-    "frequencies", "noise_power_spectrum", "signal_transfer",
+    "frequencies", "noise_power_spectrum", "signal_transfer", "whitened_transfer",
+    "whitening_gain",
 ]
 
 #: Parameter ranges :func:`draw_detector` draws from, uniformly (approximate: see the module
@@ -128,6 +129,13 @@ RANGES = {
     "super_counting": {"blur": (0.2, 0.6), "sharing": (0.05, 0.25), "efficiency": (0.8, 0.95)},
     "dose_weighted": {"frames": (20, 60), "restore_power": 0.25},
 }
+
+#: Whitening (``apply``'s, :mod:`cryoem_denoise.inference.spectrum`, and training's): below
+#: this spatial frequency (cycles/px) the noise is taken as flat at its level there, where
+#: particles and ice gradients dominate a micrograph's power.
+WHITENING_CUTOFF = 0.1
+#: The whitening filter's gain is kept within [1/MAX_GAIN, MAX_GAIN] (noise power within 100x).
+WHITENING_MAX_GAIN = 10.0
 
 #: Grant & Grigorieff (2015) critical exposure at 300 kV: ``a k^b + c`` e/Å², k in 1/Å.
 _CRITICAL_EXPOSURE = (0.245, -1.665, 2.81)
@@ -479,6 +487,51 @@ def dqe(detector, ky, kx, dose=1.0):
     nps = detector.nps(ky, kx, dose)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(nps > 0, detector.mtf(ky, kx, dose) ** 2 * dose / nps, 0.0)
+
+
+def whitening_gain(power, level):
+    """The whitening filter's gain where the noise power is ``power`` and its level at the
+    cutoff ``level``: ``sqrt(level / power)``, kept within ``[1/MAX_GAIN, MAX_GAIN]``."""
+    power = np.maximum(np.asarray(power, np.float64), 1e-12 * level)
+    return np.clip(np.sqrt(level / power), 1.0 / WHITENING_MAX_GAIN, WHITENING_MAX_GAIN)
+
+
+def whitened_transfer(detector, shape, dose=1.0):
+    """The signal transfer a model sees once ``apply`` has whitened the detector's image.
+
+    ``apply`` measures a file's radial noise power spectrum, flat below
+    :data:`WHITENING_CUTOFF`, and filters the image by :func:`whitening_gain` (its noise
+    becomes white at its level at the cutoff). The signal goes through the detector's MTF
+    and then that filter, so a model trained on white noise added to the clean field
+    filtered by this transfer sees what it will be given. The radial spectrum is the
+    detector's NPS averaged over rings of ``1 / max(shape)`` cycles/px.
+
+    Parameters
+    ----------
+    detector : White, Counting, SuperResolution or DoseWeighted
+    shape : tuple of int
+        ``(ny, nx)`` of the image (output pixels).
+    dose : float
+        Electrons per output pixel (the dose-weighted member depends on it).
+
+    Returns
+    -------
+    ndarray of float32, shape ``(ny, nx // 2 + 1)``
+        On the ``rfft2`` grid; 1 at zero frequency.
+    """
+    ny, nx = shape[-2:]
+    ky, kx = frequencies((ny, nx), real=True)
+    radius = np.hypot(ky, kx)
+    nps = np.broadcast_to(detector.nps(ky, kx, float(dose)), radius.shape)
+    ring = np.rint(radius * max(ny, nx)).astype(int)
+    counts = np.bincount(ring.ravel())
+    profile = np.bincount(ring.ravel(), nps.ravel()) / np.maximum(counts, 1)
+    rings = np.arange(profile.size) / max(ny, nx)
+    profile = np.interp(rings, rings[counts > 0], profile[counts > 0])
+    level = np.interp(WHITENING_CUTOFF, rings, profile)
+    power = np.where(radius < WHITENING_CUTOFF, level, np.interp(radius, rings, profile))
+    mtf = np.broadcast_to(detector.mtf(ky, kx, float(dose)), radius.shape)
+    return (mtf * whitening_gain(power, level)).astype(np.float32)
 
 
 def _draw_counting(rng, ranges):

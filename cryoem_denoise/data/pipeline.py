@@ -16,7 +16,10 @@ so the same seed gives the same batches within a backend, not across backends.
 Modes (``DataConfig.mode``):
 
 * ``clean`` (the paper's protocol): Gaussian noise by :class:`~cryoem_denoise.data.noise.SigmaSpec`
-  is added to each crop (:func:`~cryoem_denoise.data.noise.add_gaussian_noise_tf`);
+  is added to each crop (:func:`~cryoem_denoise.data.noise.add_gaussian_noise_tf`); with
+  ``DataConfig.contrast`` or ``noise = 'detector'`` the crop's signal is first weakened or
+  filtered by a detector's whitened transfer (:mod:`cryoem_denoise.data.training_noise`), and
+  that is the target;
 * ``pairs``: a noisy file and its clean counterpart of the same shape, cropped identically,
   with no noise added;
 * ``noise2noise``: pairs of two independent noisy halves of the same exposures, cropped
@@ -49,6 +52,14 @@ from cryoem_denoise.data.noise import (
     add_gaussian_noise_jax,
     add_gaussian_noise_tf,
     estimate_noise_level,
+)
+from cryoem_denoise.data.training_noise import (
+    ContrastSpec,
+    shape_signal,
+    shape_signal_jax,
+    shape_signal_tf,
+    shapes_signal,
+    transfer_bank,
 )
 from cryoem_denoise.errors import ConfigError, InputError
 from cryoem_denoise.io import image_io, mrc
@@ -287,6 +298,8 @@ def validation_set(images, cfg, seed):
         return None
     rng = np.random.default_rng([seed, 7919])
     spec = SigmaSpec.parse(cfg.data.sigma)
+    shaped, bank = shapes_signal(cfg.data), transfer_bank(cfg)
+    contrast = ContrastSpec(cfg.data.contrast)
     noisy, clean, sigmas = [], [], []
     for j in range(n):
         im = images[j % len(images)]
@@ -298,6 +311,10 @@ def validation_set(images, cfg, seed):
             noisy.append(pad_to_tile(im.noisy, tile)[y:y + tile, x:x + tile])
             sigmas.append(np.nan if im.sigma is None else im.sigma)
         else:
+            if shaped:  # contrast and detector transfer: the target is the shaped crop
+                factor = contrast.from_uniform(rng.random())
+                transfer = None if bank is None else bank[rng.integers(len(bank))][None]
+                crop = shape_signal(crop[None], [factor], transfer)[0]
             image, sigma = add_gaussian_noise(crop, spec, rng)
             noisy.append(image)
             sigmas.append(sigma)
@@ -390,10 +407,24 @@ def training_dataset(image_set, cfg, start_element=0, elements_per_step=None):
                                            -1)]
         return tuple(images) + (i,)
 
+    shaped, contrast = shapes_signal(cfg.data), ContrastSpec(cfg.data.contrast)
+    bank = transfer_bank(cfg)
+    bank = None if bank is None else tf.constant(bank)
+
     def degrade(*batch):
         clean, index = batch[0], batch[-1]
         if flat_noisy is not None:
             return batch[1], clean
+        if shaped:  # contrast and detector transfer per crop, from (seed + 3, element)
+            keys = tf.random.experimental.stateless_split(
+                tf.stack([tf.constant(seed + 3, tf.int64), index[0]]), 2)
+            n = tf.shape(clean)[:1]
+            factors = contrast.from_uniform(tf.random.stateless_uniform(n, keys[0]))
+            transfers = None
+            if bank is not None:
+                pick = tf.random.stateless_uniform(n, keys[1], 0, bank.shape[0], dtype=tf.int32)
+                transfers = tf.gather(bank, pick)
+            clean = shape_signal_tf(clean, factors, transfers)
         noisy, sigma = add_gaussian_noise_tf(
             clean, spec, tf.stack([tf.constant(seed + 1, tf.int64), index[0]]), draw)
         if sigma_map:  # the noise-level channel (model.sigma_map)
@@ -432,10 +463,11 @@ def _no_pair_sigmas():
 JAX_MAX_PIXELS = 2 ** 31 - 1
 
 
-def device_images(image_set, distribution=None):
+def device_images(image_set, distribution=None, transfers=None):
     """An :class:`ImageSet` as JAX arrays on the device(s), for :func:`jax_batch`.
 
-    With a Keras ``distribution`` the buffers are replicated on every device.
+    With a Keras ``distribution`` the buffers are replicated on every device; ``transfers``
+    (:func:`~cryoem_denoise.data.training_noise.transfer_bank`) travel with them.
 
     Raises
     ------
@@ -458,6 +490,8 @@ def device_images(image_set, distribution=None):
         data["noisy"] = image_set.flat_noisy
     if image_set.paired and image_set.sigmas is not None:
         data["sigmas"] = np.asarray(image_set.sigmas, np.float32)
+    if transfers is not None:
+        data["transfers"] = np.asarray(transfers, np.float32)
     if distribution is None:
         return {k: jnp.asarray(v) for k, v in data.items()}
     sharding = jax.sharding.NamedSharding(
@@ -541,6 +575,14 @@ def jax_batch(data, cfg, first_element, n):
         sigma = data["sigmas"][image_index]
         noisy = jnp.concatenate([noisy, jnp.ones_like(noisy) * sigma[:, None, None, None]],
                                 axis=-1)
+    if not paired and shapes_signal(cfg.data):  # contrast and detector transfer per crop
+        keys = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(seed + 3), first_element))
+        factors = ContrastSpec(cfg.data.contrast).from_uniform(jax.random.uniform(keys[0], (n,)))
+        transfers = None
+        if "transfers" in data:
+            pick = jax.random.randint(keys[1], (n,), 0, data["transfers"].shape[0])
+            transfers = data["transfers"][pick]
+        clean = shape_signal_jax(clean, factors, transfers)
     if not paired:
         noise_key = jax.random.fold_in(jax.random.PRNGKey(seed + 1), first_element)
         noisy, sigma = add_gaussian_noise_jax(clean, cfg.data.sigma, noise_key,

@@ -78,7 +78,7 @@ def model_label(denoiser):
 def _paper_losses(train, paper):
     """Whether a training config has the paper's critic, losses and optimisers."""
     keys = ("clip", "n_critic", "gray_lambda", "gray_scale", "gray_reduction", "g_optimizer",
-            "g_lr", "d_optimizer", "d_lr", "loss_weighting")
+            "g_lr", "d_optimizer", "d_lr", "loss_weighting", "gradient_penalty")
     return all(getattr(train, k, None) == getattr(paper, k, None) for k in keys)
 
 

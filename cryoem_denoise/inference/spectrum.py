@@ -25,7 +25,12 @@ import numpy as np
 from scipy import fft as sp_fft
 from scipy.ndimage import uniform_filter1d
 
-from cryoem_denoise.data.detector import frequencies
+from cryoem_denoise.data.detector import (
+    WHITENING_CUTOFF,
+    WHITENING_MAX_GAIN,
+    frequencies,
+    whitening_gain,
+)
 from cryoem_denoise.errors import InputError
 
 __all__ = ["LOW_CUTOFF", "NoiseSpectrum", "estimate_noise_spectrum", "radial_frequency"]
@@ -34,15 +39,16 @@ __all__ = ["LOW_CUTOFF", "NoiseSpectrum", "estimate_noise_spectrum", "radial_fre
 SEGMENT = 256
 #: At most this many segments (evenly spread) of each image enter an estimate.
 MAX_SEGMENTS = 100
-#: Spatial frequency (cycles/px) below which the noise is taken as flat at its level there.
-LOW_CUTOFF = 0.1
+#: Spatial frequency (cycles/px) below which the noise is taken as flat at its level there
+#: (training's whitened transfers use the same value).
+LOW_CUTOFF = WHITENING_CUTOFF
 #: Rings (of width 1/SEGMENT) the radial profile is smoothed over, in log power.
 SMOOTH_BINS = 5
 #: Noise whose power varies by less than this factor from the cutoff to Nyquist is white:
 #: it is not whitened (detectors colour it far more: about 3x for ``epu2.9_example.mrc``).
 WHITE_TOLERANCE = 1.35
 #: The whitening filter's gain is kept within [1/MAX_GAIN, MAX_GAIN] (noise power within 100x).
-MAX_GAIN = 10.0
+MAX_GAIN = WHITENING_MAX_GAIN
 
 
 def radial_frequency(shape, real=False):
@@ -94,8 +100,8 @@ class NoiseSpectrum:
         its level at the cutoff; frequencies below the cutoff pass unchanged, its gain is
         kept within ``[1/MAX_GAIN, MAX_GAIN]``."""
         level = self.at(self.cutoff)
-        power = np.maximum(self.at(radial_frequency(shape, real=True)), 1e-12 * level)
-        return np.clip(np.sqrt(level / power), 1.0 / MAX_GAIN, MAX_GAIN).astype(np.float32)
+        power = self.at(radial_frequency(shape, real=True))
+        return whitening_gain(power, level).astype(np.float32)
 
     def summary(self):
         """One line: the noise level and its colour."""

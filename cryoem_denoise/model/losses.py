@@ -6,6 +6,14 @@
   [-1, 1] scale (``gray_scale='unit255'`` uses the [0, 255] scale; ``gray_reduction='mean'``
   the per-image mean).
 
+With ``gradient_penalty`` λ > 0 (WGAN-GP, Gulrajani et al. 2017, "Improved training of
+Wasserstein GANs") the critic is kept near 1-Lipschitz by a penalty instead of weight
+clipping: ``L_D + λ · mean_i (‖∇_x̂ D(y, x̂_i)‖₂ − 1)²`` at ``x̂_i = ε_i x_i + (1 − ε_i) G(y_i)``,
+``ε_i`` uniform on [0, 1] per example (:func:`interpolate`, :func:`gradient_penalty`). D is
+the example's mean PatchGAN score (as in the losses) and the gradient is taken with respect
+to the candidate image only, not the noisy image it is conditioned on. Each backend's step
+draws ``ε`` and takes the gradient; the arithmetic is here, in float32.
+
 Losses are averaged over the *global* batch (``global_batch``): a replica of a
 ``tf.distribute`` step divides its share by the whole batch, so the summed replicas equal one
 device; on JAX the batch is global already and ``global_batch`` is its size.
@@ -86,6 +94,39 @@ def critic_loss(real_scores, fake_scores, global_batch):
     """WGAN critic loss from the critic's raw outputs on real and generated images."""
     return batch_average(per_example_score(fake_scores) - per_example_score(real_scores),
                          global_batch)
+
+
+def interpolate(real, fake, eps):
+    """``eps * real + (1 - eps) * fake`` in float32: the points WGAN-GP penalises.
+
+    Parameters
+    ----------
+    real, fake : tensor
+        ``(n, h, w, c)`` targets and generator outputs, on [-1, 1].
+    eps : tensor
+        ``(n, 1, 1, 1)`` weights in [0, 1], one per example.
+    """
+    real, fake = ops.cast(real, "float32"), ops.cast(fake, "float32")
+    eps = ops.cast(eps, "float32")
+    return eps * real + (1.0 - eps) * fake
+
+
+def gradient_penalty(grads, weight, global_batch):
+    """This replica's share of ``weight * mean_i (‖grads_i‖₂ − 1)²`` (WGAN-GP), in float32.
+
+    Parameters
+    ----------
+    grads : tensor
+        ``(n, h, w, c)``: the gradient of each example's critic score with respect to its
+        interpolated image (:func:`interpolate`).
+    weight : float
+        λ (``TrainConfig.gradient_penalty``).
+    global_batch : int
+        The batch size the mean is over (see the module docstring).
+    """
+    g = ops.cast(grads, "float32")
+    norm = ops.sqrt(ops.sum(ops.square(g), axis=(1, 2, 3)) + 1e-12)
+    return weight * batch_average(ops.square(norm - 1.0), global_batch)
 
 
 def generator_loss(fake_scores, clean, fake, train_cfg, global_batch, noisy=None):

@@ -22,12 +22,15 @@ BACKEND_MODULES = ("cryoem_denoise.training.tf_step", "cryoem_denoise.training.j
 #: import each other.
 LAYERS = {"errors": 0, "config": 0, "io": 1, "runtime": 1, "data": 1, "model": 2,
           "training": 3, "inference": 3, "evaluation": 4, "cli": 5, "tools": 5}
-#: The documented exceptions: ``config`` validates with two leaves of ``data`` that import
-#: only ``errors``; ``metrics`` and ``figures`` (leaves importing only ``errors`` and
+#: The documented exceptions: ``config`` validates with four leaves of ``data`` that import
+#: only ``errors`` and each other (``intensity``, ``noise``, ``detector``, ``training_noise``:
+#: the names of the noise family and the contrast range); ``metrics`` and ``figures`` (leaves importing only ``errors`` and
 #: ``io.atomic``) serve validation scores, ``apply --sigma`` metrics, previews and FRC.
 ALLOWED_UPWARD = {
     ("cryoem_denoise.config", "cryoem_denoise.data.intensity"),
     ("cryoem_denoise.config", "cryoem_denoise.data.noise"),
+    ("cryoem_denoise.config", "cryoem_denoise.data.detector"),
+    ("cryoem_denoise.config", "cryoem_denoise.data.training_noise"),
     ("cryoem_denoise.inference.apply_files", "cryoem_denoise.evaluation.metrics"),
     ("cryoem_denoise.inference.apply_files", "cryoem_denoise.evaluation.figures"),
     ("cryoem_denoise.inference.halves", "cryoem_denoise.evaluation.metrics"),

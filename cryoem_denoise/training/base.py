@@ -94,9 +94,10 @@ class Trainer(abc.ABC):
                 self.d_opt.build(self.critic.trainable_variables)
         finally:
             keras.mixed_precision.set_global_policy(previous)
-        c = t.clip
-        for v in self.critic.trainable_variables:
-            v.assign(keras.ops.clip(v.value, -c, c))
+        if not t.gradient_penalty > 0:  # WGAN-GP clips nothing
+            c = t.clip
+            for v in self.critic.trainable_variables:
+                v.assign(keras.ops.clip(v.value, -c, c))
 
     # -- the interface the loop uses -----------------------------------------------------
     @abc.abstractmethod

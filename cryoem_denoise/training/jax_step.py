@@ -6,7 +6,10 @@ takes it and returns the next one (its buffers donated, so memory does not doubl
 is the same WGAN step as TensorFlow's (:mod:`~cryoem_denoise.training.tf_step`) and uses the
 same losses (:mod:`cryoem_denoise.model.losses`): ``n_critic`` critic updates on chunks of
 ``batch_size`` crops, each followed by clipping every critic weight to ``[-c, c]``, then one
-generator update on the last chunk. Under ``mixed_float16`` the losses are multiplied by the
+generator update on the last chunk (with ``gradient_penalty`` > 0, WGAN-GP: the penalty
+added to the critic loss, its gradient at the interpolated images by ``jax.grad`` inside the
+critic's objective, ``ε`` drawn from ``(seed, critic optimiser's iteration count)``, and no
+clipping). Under ``mixed_float16`` the losses are multiplied by the
 optimisers' dynamic loss scale and :class:`keras.optimizers.LossScaleOptimizer` unscales
 (and skips non-finite steps).
 
@@ -24,7 +27,7 @@ BatchNorm on TensorFlow). Several hosts: ``strategy='multiworker'`` calls
 
 import numpy as np
 
-from cryoem_denoise.data import pipeline
+from cryoem_denoise.data import pipeline, training_noise
 from cryoem_denoise.errors import ConfigError
 from cryoem_denoise.model import losses
 from cryoem_denoise.training.base import Trainer
@@ -71,6 +74,8 @@ class JaxTrainer(Trainer):
         super().__init__(cfg, self.distribution.scope if self.distribution else None, replicas)
         self._scale_index = {name: self._loss_scale_index(opt)
                              for name, opt in (("g", self.g_opt), ("d", self.d_opt))}
+        self._d_iterations = next(i for i, v in enumerate(self.d_opt.variables)
+                                  if v is self.d_opt.iterations)
         self.state = self._collect(copy=True)
         self._stale = False  # True while the Keras variables lag behind self.state
         self._update = jax.jit(self._update_fn, donate_argnums=0)
@@ -120,7 +125,7 @@ class JaxTrainer(Trainer):
         return 1.0 if index is None else opt_vars[index]
 
     # -- the step ------------------------------------------------------------------------
-    def _critic_objective(self, d_tv, d_ntv, g_tv, g_ntv, scale, y, x):
+    def _critic_objective(self, d_tv, d_ntv, g_tv, g_ntv, scale, y, x, eps=None):
         cond = self.cfg.model.critic_conditional
         fake, g_ntv = self.generator.stateless_call(g_tv, g_ntv, y, training=True)
         real_s, d_ntv = self.critic.stateless_call(d_tv, d_ntv, losses.critic_input(y, x, cond),
@@ -129,7 +134,52 @@ class JaxTrainer(Trainer):
                                                    losses.critic_input(y, fake, cond),
                                                    training=True)
         loss = losses.critic_loss(real_s, fake_s, y.shape[0])
-        return loss * scale, (loss, d_ntv, g_ntv)
+        if eps is None:
+            return loss * scale, (loss, d_ntv, g_ntv)
+        penalty, d_ntv = self._penalty(d_tv, d_ntv, scale, y, x, fake, eps)
+        total = loss + penalty
+        return total * scale, ((total, loss, penalty), d_ntv, g_ntv)
+
+    def _penalty(self, d_tv, d_ntv, scale, y, x, fake, eps):
+        """WGAN-GP's penalty (λ included) at ``eps`` and the critic's non-trainable state;
+        images on [-1, 1]."""
+        import jax  # lazy: imports JAX
+
+        cond = self.cfg.model.critic_conditional
+        mixed = losses.interpolate(x, jax.lax.stop_gradient(fake), eps)
+
+        def score(image):  # scaled like the loss: a float16 gradient does not underflow
+            s, ntv = self.critic.stateless_call(d_tv, d_ntv, losses.critic_input(y, image, cond),
+                                                training=True)
+            return (losses.per_example_score(s).sum() * scale).astype("float32"), ntv
+
+        grads, d_ntv = jax.grad(score, has_aux=True)(mixed)
+        penalty = losses.gradient_penalty(grads.astype("float32") / scale,
+                                          self.cfg.train.gradient_penalty, y.shape[0])
+        return penalty, d_ntv
+
+    def _eps(self, d_opt, size):
+        """WGAN-GP's ``ε`` of a critic update: uniform, from the seed and the critic
+        optimiser's iteration count (part of the state: a resumed run draws the same)."""
+        import jax  # lazy: imports JAX
+
+        key = jax.random.fold_in(jax.random.key(self.cfg.train.seed),
+                                 d_opt[self._d_iterations].astype("uint32"))
+        return jax.random.uniform(key, (size, 1, 1, 1), "float32")
+
+    def gradient_penalty(self, noisy, clean, fake, eps):
+        """The critic's WGAN-GP penalty (λ included) at its current weights.
+
+        ``noisy``, ``clean`` and ``fake`` are ``(n, h, w, c)`` on [0, 255], ``eps`` is
+        ``(n, 1, 1, 1)``; the mean is over these ``n`` examples. For tests and diagnostics.
+        """
+        import jax.numpy as jnp  # lazy: imports JAX
+
+        y, x, f = (losses.to_model_scale(jnp.asarray(a, jnp.float32))
+                   for a in (noisy, clean, fake))
+        penalty, _ = self._penalty(self.state["d_tv"], self.state["d_ntv"], 1.0, y, x, f,
+                                   jnp.asarray(eps, jnp.float32))
+        return float(penalty)
 
     def _generator_objective(self, g_tv, g_ntv, d_tv, d_ntv, scale, y, x):
         cond = self.cfg.model.critic_conditional
@@ -159,10 +209,18 @@ class JaxTrainer(Trainer):
         g_tv, g_ntv, g_opt = state["g_tv"], state["g_ntv"], state["g_opt"]
         d_tv, d_ntv, d_opt = state["d_tv"], state["d_ntv"], state["d_opt"]
         critic_grad = jax.value_and_grad(self._critic_objective, has_aux=True)
+        gp = t.gradient_penalty > 0
         d_loss = jnp.zeros((), jnp.float32)
+        d_critic = d_penalty = d_loss
         y, x = y_all[-b:], x_all[-b:]
         for k in range(t.n_critic if t.adversarial else 0):
             y, x = y_all[k * b:(k + 1) * b], x_all[k * b:(k + 1) * b]
+            if gp:  # WGAN-GP: the penalty keeps the critic Lipschitz; nothing clipped
+                (_, ((d_loss, d_critic, d_penalty), d_ntv, g_ntv)), grads = critic_grad(
+                    d_tv, d_ntv, g_tv, g_ntv, self._loss_scale("d", d_opt), y, x,
+                    self._eps(d_opt, b))
+                d_tv, d_opt = self.d_opt.stateless_apply(d_opt, grads, d_tv)
+                continue
             (_, (d_loss, d_ntv, g_ntv)), grads = critic_grad(
                 d_tv, d_ntv, g_tv, g_ntv, self._loss_scale("d", d_opt), y, x)
             d_tv, d_opt = self.d_opt.stateless_apply(d_opt, grads, d_tv)
@@ -176,6 +234,8 @@ class JaxTrainer(Trainer):
                "d_tv": d_tv, "d_ntv": d_ntv, "d_opt": d_opt}
         metrics = {"g_loss": g_loss, "g_adversarial": adv, "g_content": con,
                    "d_loss": d_loss, "wasserstein": -d_loss}
+        if gp:  # d_loss includes the penalty; the Wasserstein estimate does not
+            metrics.update(wasserstein=-d_critic, d_penalty=d_penalty)
         return new, metrics
 
     def _shard(self, batch):
@@ -213,7 +273,8 @@ class JaxTrainer(Trainer):
         """Put the run's images on the device(s) and compile the data-drawing step."""
         import jax  # lazy: imports JAX
 
-        self._data = pipeline.device_images(image_set, self.distribution)
+        self._data = pipeline.device_images(image_set, self.distribution,
+                                            training_noise.transfer_bank(self.cfg))
         per_step = self.cfg.train.batch_size * self.cfg.train.n_critic
 
         def data_update(state, data, step):

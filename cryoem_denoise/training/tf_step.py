@@ -4,12 +4,16 @@ One step on ``n_critic * batch_size`` crops:
 
 1. for each of the ``n_critic`` chunks of ``batch_size`` crops: the critic loss
    (:func:`~cryoem_denoise.model.losses.critic_loss`), one optimiser update, then every critic
-   weight clipped to ``[-c, c]``;
+   weight clipped to ``[-c, c]``; with ``gradient_penalty`` > 0 (WGAN-GP) the loss has the
+   penalty added (:func:`~cryoem_denoise.model.losses.gradient_penalty`, a nested tape for
+   the gradient at the interpolated images) and nothing is clipped;
 2. the generator loss (:func:`~cryoem_denoise.model.losses.generator_loss`) on the last chunk,
    one optimiser update.
 
 Losses are averaged over the global batch, so a step on several replicas equals a step on
-one; clipping runs in cross-replica context, after the all-reduced update. Data comes from
+one; clipping runs in cross-replica context, after the all-reduced update. WGAN-GP's ``ε``
+is drawn for the global batch from ``(seed, critic optimiser's iteration count)`` (stateless,
+so a resumed run draws the same) and each replica takes its rows. Data comes from
 :func:`cryoem_denoise.data.pipeline.training_dataset` (``tf.data``), distributed by the strategy.
 """
 
@@ -103,6 +107,63 @@ class TFTrainer(Trainer):
         self.d_opt.apply(tape.gradient(scaled, variables), variables)
         return loss
 
+    def _critic_replica_gp(self, noisy, clean):
+        """The WGAN-GP critic update: ``(loss with the penalty, critic loss, penalty)``."""
+        import tensorflow as tf  # lazy: imports TensorFlow
+
+        cond = self.cfg.model.critic_conditional
+        y, x = losses.to_model_scale(noisy), losses.to_model_scale(clean)
+        eps = self._replica_eps(y.shape[0])
+        with tf.GradientTape() as tape:
+            fake = self.generator(y, training=True)
+            real_s = self.critic(losses.critic_input(y, x, cond), training=True)
+            fake_s = self.critic(losses.critic_input(y, fake, cond), training=True)
+            critic = losses.critic_loss(real_s, fake_s, self.cfg.train.batch_size)
+            penalty = self._penalty(y, x, fake, eps, self.cfg.train.batch_size)
+            loss = critic + penalty
+            scaled = self._scaled(self.d_opt, loss)
+        variables = self.critic.trainable_variables
+        self.d_opt.apply(tape.gradient(scaled, variables), variables)
+        return loss, critic, penalty
+
+    def _replica_eps(self, local_batch):
+        """This replica's rows of the global batch's ``ε`` (uniform on [0, 1])."""
+        import tensorflow as tf  # lazy: imports TensorFlow
+
+        ctx = tf.distribute.get_replica_context()
+        seed = tf.stack([tf.constant(self.cfg.train.seed, tf.int64),
+                         tf.cast(self.d_opt.iterations, tf.int64)])
+        eps = tf.random.stateless_uniform([local_batch * ctx.num_replicas_in_sync, 1, 1, 1],
+                                          seed=seed, dtype=tf.float32)
+        first = tf.cast(ctx.replica_id_in_sync_group, tf.int32) * local_batch
+        return eps[first:first + local_batch]
+
+    def _penalty(self, y, x, fake, eps, global_batch):
+        """WGAN-GP's penalty (λ included, this replica's share) at ``eps``; all on [-1, 1]."""
+        import tensorflow as tf  # lazy: imports TensorFlow
+
+        mixed = losses.interpolate(x, tf.stop_gradient(fake), eps)
+        # float16: scale the score like the loss so its gradient does not underflow
+        scale = tf.cast(getattr(self.d_opt, "dynamic_scale", 1.0), tf.float32)
+        with tf.GradientTape() as inner:
+            inner.watch(mixed)
+            scores = self.critic(losses.critic_input(y, mixed, self.cfg.model.critic_conditional),
+                                 training=True)
+            total = tf.reduce_sum(losses.per_example_score(scores)) * scale
+        grads = tf.cast(inner.gradient(total, mixed), tf.float32) / scale
+        return losses.gradient_penalty(grads, self.cfg.train.gradient_penalty, global_batch)
+
+    def gradient_penalty(self, noisy, clean, fake, eps):
+        """The critic's WGAN-GP penalty (λ included) at its current weights, one device.
+
+        ``noisy``, ``clean`` and ``fake`` are ``(n, h, w, c)`` on [0, 255], ``eps`` is
+        ``(n, 1, 1, 1)``; the mean is over these ``n`` examples. For tests and diagnostics.
+        """
+        import tensorflow as tf  # lazy: imports TensorFlow
+
+        y, x, f = (losses.to_model_scale(tf.constant(a, tf.float32)) for a in (noisy, clean, fake))
+        return float(self._penalty(y, x, f, tf.constant(eps, tf.float32), len(noisy)))
+
     def _generator_replica(self, noisy, clean):
         import tensorflow as tf  # lazy: imports TensorFlow
 
@@ -139,16 +200,26 @@ class TFTrainer(Trainer):
         def chunk(k):
             return lambda a: tf.split(a, n, axis=0)[k]
 
+        gp = self.cfg.train.gradient_penalty > 0
         d_loss = tf.constant(0.0)
+        d_critic = d_penalty = tf.constant(0.0)
         nk = s.run(chunk(n - 1), args=(noisy,)) if n > 1 else noisy
         ck = s.run(chunk(n - 1), args=(clean,)) if n > 1 else clean
         for k in range(n if self.cfg.train.adversarial else 0):
             nk = s.run(chunk(k), args=(noisy,)) if n > 1 else noisy
             ck = s.run(chunk(k), args=(clean,)) if n > 1 else clean
-            d_loss = s.reduce(total, s.run(self._critic_replica, args=(nk, ck)), axis=None)
-            self._clip_critic()
+            if gp:  # WGAN-GP: the penalty keeps the critic Lipschitz; nothing clipped
+                d_loss, d_critic, d_penalty = (
+                    s.reduce(total, v, axis=None)
+                    for v in s.run(self._critic_replica_gp, args=(nk, ck)))
+            else:
+                d_loss = s.reduce(total, s.run(self._critic_replica, args=(nk, ck)), axis=None)
+                self._clip_critic()
         g, adv, con = s.run(self._generator_replica, args=(nk, ck))
-        return {"g_loss": s.reduce(total, g, axis=None),
-                "g_adversarial": s.reduce(total, adv, axis=None),
-                "g_content": s.reduce(total, con, axis=None),
-                "d_loss": d_loss, "wasserstein": -d_loss}
+        out = {"g_loss": s.reduce(total, g, axis=None),
+               "g_adversarial": s.reduce(total, adv, axis=None),
+               "g_content": s.reduce(total, con, axis=None),
+               "d_loss": d_loss, "wasserstein": -d_loss}
+        if gp:  # d_loss includes the penalty; the Wasserstein estimate does not
+            out.update(wasserstein=-d_critic, d_penalty=d_penalty)
+        return out
