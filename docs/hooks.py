@@ -305,6 +305,51 @@ def known_truth_gaussian():
                  rows), RESULTS / "known_truth.json"
 
 
+CRITIC_ARMS = {"paper": "paper's critic (clip ±0.001)", "wgan_gp": "WGAN-GP (λ 10)",
+               "none": "no critic", "blur": "blur 2 px", "noisy": "noisy"}
+
+
+def critic():
+    """The critic comparison (``bench_critic.py``): per σ and arm, held-out PSNR, SSIM, kept
+    fine-scale power and its output's power there, and blobs per empty field."""
+    data = result("critic.json")
+    rows = []
+    for key, cell in sorted(data["heldout"].items(), key=lambda kv: float(kv[0])):
+        empty = data["empty"].get(key, {})
+        for arm, name in CRITIC_ARMS.items():
+            if arm not in cell:
+                continue
+            c = cell[arm]
+            blobs = empty.get(arm, {}).get("blobs")
+            rows.append([sigma(key), name, f"{c['psnr']:.2f}", f"{c['ssim']:.3f}",
+                         f"{c['hf_kept']:.2f}", ratio(c["hf_power"]),
+                         "–" if blobs is None else f"{blobs:.2f}"])
+    return table(["σ", "arm", "PSNR (dB)", "SSIM", "fine power kept", "fine power out / clean",
+                  "blobs per empty field"], rows), RESULTS / "critic.json"
+
+
+def known_truth_finetune():
+    """A fine-tune under selection against the shipped model on the second simulator's
+    fields (``bench_known_truth.py --compare``): PSNR and fine-scale power per cell, then the
+    paper's protocol."""
+    data = result("known_truth_finetune.json")
+    rows = []
+    for key, cell in data["summary"].items():
+        detector, dose = key.split("|")
+        shipped, tuned = cell["compare"], cell["ours"]
+        rows.append([detector.replace("_", " "), dose, f"{shipped['psnr']:.2f}",
+                     f"{tuned['psnr']:.2f}", f"{tuned['psnr'] - shipped['psnr']:+.2f}",
+                     ratio(shipped["hf_power"]), ratio(tuned["hf_power"])])
+    rows.sort(key=lambda r: (r[0], float(r[1])))
+    for key, cell in sorted(data["gaussian_summary"].items(), key=lambda kv: float(kv[0])):
+        shipped, tuned = cell["compare"]["psnr_plain"], cell["ours"]["psnr_plain"]
+        rows.append(["Gaussian (paper's protocol)", sigma(key), f"{shipped:.2f}", f"{tuned:.2f}",
+                     f"{tuned - shipped:+.2f}", "", ""])
+    return table(["detector", "e/px or σ", "shipped (dB)", "fine-tune (dB)", "difference",
+                  "fine power out / truth: shipped", "fine-tune"], rows), \
+        RESULTS / "known_truth_finetune.json"
+
+
 def real_micrographs():
     """Issue 18's measures per micrograph, whole and crop, and method; a value that misses
     its goal (the JSON's ``goals``) is marked ✗."""
@@ -618,8 +663,10 @@ def pipeline():
 
 
 TABLES = {
+    "critic": critic,
     "known-truth": known_truth,
     "known-truth-gaussian": known_truth_gaussian,
+    "known-truth-finetune": known_truth_finetune,
     "pipeline": pipeline,
     "fuzz-images": fuzz_images,
     "shipped-model": shipped_model,
