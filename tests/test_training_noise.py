@@ -144,3 +144,29 @@ def test_shaping_settings_are_checked():
         _detector_config(noise="pink")
     with pytest.raises(ConfigError, match="own noise"):
         _detector_config(mode="noise2noise")
+
+
+def test_fit_trains_on_detector_noise_and_resumes(clean_mrc, tmp_path):
+    """From the command line: the settings reach the model folder, which loads and resumes."""
+    from click.testing import CliRunner
+
+    from cryoem_denoise.cli import cli
+    from cryoem_denoise.config import FitConfig
+    from cryoem_denoise.inference.denoiser import Denoiser
+
+    data, out = clean_mrc("d.mrc", (160, 160)), tmp_path / "m"
+    args = ["fit", "--tiny", "-q", "--out", str(out), "--checkpoint-every", "3", "--log-every",
+            "3", "--validate-every", "3", "--noise", "detector", "--contrast", "0.5:1",
+            "--detectors", "counting,dose_weighted"]
+    result = CliRunner().invoke(cli, args + ["--steps", "3", str(data)])
+    assert result.exit_code == 0, result.output
+    saved = FitConfig.from_json((out / "config.json").read_text())
+    assert (saved.data.noise, saved.data.contrast, saved.data.detectors) == \
+        ("detector", "0.5:1", "counting,dose_weighted")
+    assert Denoiser.load(out).denoise_scaled(np.full((64, 64), 100.0, np.float32),
+                                             noise_level=20).shape == (64, 64)
+    result = CliRunner().invoke(cli, ["fit", "--out", str(out), "--resume", "--steps", "6", "-q"])
+    assert result.exit_code == 0, result.output
+    changed = CliRunner().invoke(cli, ["fit", "--out", str(out), "--resume", "--steps", "9",
+                                       "--contrast", "1"])
+    assert changed.exit_code == 2 and "cannot resume with data.contrast" in changed.output
