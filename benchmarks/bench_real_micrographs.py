@@ -11,7 +11,9 @@ Images: the two fetched sample micrographs (``cryoem-denoise fetch``), whole and
 central ``--crop``² (default 1024²), in the file's units. Methods:
 
 * ours: the public API, ``Denoiser.load(--model).denoise(image, pixel_size=...)``, with its
-  own scaling, noise estimate and tiling, whatever they are at the time of the run;
+  own scaling, noise estimate and tiling, whatever they are at the time of the run; on the
+  whole micrographs also with each ``--tiles`` size (default 256 and 1024; the default 512
+  above), its overlap and margin the defaults for that tile (``ours_tile<N>``);
 * Topaz: Topaz-Denoise's pretrained ``unet`` with ``topaz denoise``'s defaults (patches of
   1024 px, 500 px padding), run by ``.venv-topaz/bin/python benchmarks/peers/topaz_denoise.py``
   in a subprocess; outputs cached in ``~/.cache/cryoem-denoise/peers/`` keyed by the input's
@@ -181,6 +183,9 @@ def main():
     ap.add_argument("--topaz-python", default=str(TOPAZ_PYTHON))
     ap.add_argument("--threads", type=int, default=0, help="Topaz's PyTorch threads (0: default)")
     ap.add_argument("--no-bm3d", action="store_true", help="leave BM3D out")
+    ap.add_argument("--tiles", nargs="*", type=int, default=[256, 1024],
+                    help="more tile sizes ours runs the whole micrographs with (seam and edge "
+                         "at every supported tile size; the default tile always runs)")
     ap.add_argument("--result", default="real_micrographs",
                     help="results/RESULT.json and RESULT_<name>.png")
     args = ap.parse_args()
@@ -215,6 +220,15 @@ def main():
                 out, sigma = bm3d_units(denoiser, img)
                 outputs["bm3d"] = (out, time.perf_counter() - t0, ours_period,
                                    {"sigma_estimated": sigma})
+            if kind == "whole":  # the other tile sizes: seams and edges are theirs
+                for tile in args.tiles:
+                    other = Denoiser.load(args.model, tile=tile)
+                    t0 = time.perf_counter()
+                    out = other.denoise(img, pixel_size=header.pixel_size)
+                    outputs[f"ours_tile{tile}"] = (
+                        out, time.perf_counter() - t0,
+                        quality.grid_strides(other.tiles.grid(img.shape)),
+                        {"tile": tile, "overlap": other.inference.overlap})
             for method, (out, seconds, period, extra) in outputs.items():
                 row = {"image": name, "kind": kind, "shape": list(img.shape),
                        "method": method, "seconds": seconds, **extra,

@@ -378,7 +378,10 @@ def real_micrographs():
         seconds = "–" if r.get("seconds") is None else f"{r['seconds']:.0f}"
         if r.get("cached"):
             seconds += " (earlier run, cached)"
-        rows.append([r["image"].replace(".mrc", ""), image, REAL_MICROGRAPH_METHODS[r["method"]]]
+        method = REAL_MICROGRAPH_METHODS.get(r["method"])
+        if method is None and r["method"].startswith("ours_tile"):
+            method = f"{REAL_MICROGRAPH_METHODS['ours']}, tile {r['tile']}"
+        rows.append([r["image"].replace(".mrc", ""), image, method]
                     + [cell(k, r[k]) for k in keys] + [f"{r['correlation']:.3f}", seconds])
     return table(head, rows), RESULTS / "real_micrographs.json"
 
