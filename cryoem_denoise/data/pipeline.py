@@ -579,6 +579,9 @@ def jax_batch(data, cfg, first_element, n):
         keys = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(seed + 3), first_element))
         factors = ContrastSpec(cfg.data.contrast).from_uniform(jax.random.uniform(keys[0], (n,)))
         transfers = None
+        if cfg.data.noise == "detector" and "transfers" not in data:
+            raise ConfigError("noise 'detector' needs the transfer bank: device_images(..., "
+                              "transfers=training_noise.transfer_bank(cfg))")
         if "transfers" in data:
             pick = jax.random.randint(keys[1], (n,), 0, data["transfers"].shape[0])
             transfers = data["transfers"][pick]
