@@ -149,37 +149,27 @@ def windowed(image):
     return (image - image.mean()) * window
 
 
-def score_heldout(denoisers, fields, sigmas, seed, shown):
-    """Rows of PSNR, SSIM and high-frequency sums per field, sigma and method."""
+def score(denoisers, fields, sigmas, seed, name, measure, shown):
+    """Rows of ``measure(clean, output)`` per field, sigma and method (the noise of field
+    ``i`` seeded by ``name-i``), and the outputs of field ``shown`` at :data:`SHOWN_SIGMA`."""
     rows = []
     shown_outputs = None
     for sigma in sigmas:
         for i, clean in enumerate(fields):
-            noisy = add_protocol_noise(clean, sigma, seed, f"heldout-{i}")
+            noisy = add_protocol_noise(clean, sigma, seed, f"{name}-{i}")
             outputs = _methods(denoisers, noisy, sigma)
             for method, out in outputs.items():
                 rows.append({"sigma": sigma, "method": method, "field": i,
-                             "psnr": metrics.psnr(clean, out), "ssim": metrics.ssim(clean, out),
-                             **high_frequency(windowed(out), windowed(clean))})
+                             **measure(clean, out)})
             if sigma == SHOWN_SIGMA and i == shown:
                 shown_outputs = {"clean": clean, **outputs}
     return rows, shown_outputs
 
 
-def score_empty(denoisers, fields, sigmas, seed, threshold, radius, shown):
-    """Rows of the blob count per empty field, sigma and method."""
-    rows = []
-    shown_outputs = None
-    for sigma in sigmas:
-        for i, clean in enumerate(fields):
-            noisy = add_protocol_noise(clean, sigma, seed, f"empty-{i}")
-            outputs = _methods(denoisers, noisy, sigma)
-            for method, out in outputs.items():
-                rows.append({"sigma": sigma, "method": method, "field": i,
-                             "blobs": int(hallucination.count_blobs(out, threshold, radius))})
-            if sigma == SHOWN_SIGMA and i == shown:
-                shown_outputs = {"clean": clean, **outputs}
-    return rows, shown_outputs
+def heldout_measures(clean, out):
+    """PSNR, SSIM and the high-frequency sums of one output."""
+    return {"psnr": metrics.psnr(clean, out), "ssim": metrics.ssim(clean, out),
+            **high_frequency(windowed(out), windowed(clean))}
 
 
 def figure(results, shown, radius, threshold, path):
@@ -309,9 +299,11 @@ def main(argv=None):
     clean_counts = hallucination.count_blobs(list(fields), threshold, radius)
 
     coarse = next((i for i, f in enumerate(described["fields"]) if f["regime"] == "coarse"), 0)
-    rows, shown_heldout = score_heldout(denoisers, fields, args.sigmas, args.seed, coarse)
-    empty_rows, shown_empty = score_empty(denoisers, empty, args.sigmas, args.seed, threshold,
-                                          radius, 0)
+    rows, shown_heldout = score(denoisers, fields, args.sigmas, args.seed, "heldout",
+                                heldout_measures, coarse)
+    empty_rows, shown_empty = score(
+        denoisers, empty, args.sigmas, args.seed, "empty",
+        lambda clean, out: {"blobs": int(hallucination.count_blobs(out, threshold, radius))}, 0)
     heldout_summary = summarise(rows, ("sigma",), ("psnr", "ssim"))
     empty_summary = summarise(empty_rows, ("sigma",), ("blobs",))
     results = {

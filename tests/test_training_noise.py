@@ -87,13 +87,18 @@ def _check_batches(noisy, clean, unshaped, sigma):
     assert np.std(noisy - clean) == pytest.approx(sigma, rel=0.1)
 
 
-def test_tf_dataset_shapes_each_crop_and_resumes(clean_mrc):
-    pytest.importorskip("tensorflow")
+def _shaped_and_plain(clean_mrc):
+    """A shaping config, the same without shaping, and one packed image (64-px tiles)."""
     cfg = _detector_config()
     plain = tiny_config(batch_size=4)
     plain.data.sigma = "20"
     images = pipeline.load_images([clean_mrc("a.mrc", (200, 180))], cfg.data, 64)
-    image_set = pipeline.pack(images, 64)
+    return cfg, plain, pipeline.pack(images, 64)
+
+
+def test_tf_dataset_shapes_each_crop_and_resumes(clean_mrc):
+    pytest.importorskip("tensorflow")
+    cfg, plain, image_set = _shaped_and_plain(clean_mrc)
 
     def batches(c, start=0, n=2):
         it = iter(pipeline.training_dataset(image_set, c, start_element=start))
@@ -107,11 +112,7 @@ def test_tf_dataset_shapes_each_crop_and_resumes(clean_mrc):
 
 def test_jax_batch_shapes_each_crop_and_resumes(clean_mrc):
     pytest.importorskip("jax")
-    cfg = _detector_config()
-    plain = tiny_config(batch_size=4)
-    plain.data.sigma = "20"
-    images = pipeline.load_images([clean_mrc("a.mrc", (200, 180))], cfg.data, 64)
-    image_set = pipeline.pack(images, 64)
+    cfg, plain, image_set = _shaped_and_plain(clean_mrc)
     data = pipeline.device_images(image_set, transfers=training_noise.transfer_bank(cfg))
     noisy, clean = pipeline.jax_batch(data, cfg, 8, 4)
     again = pipeline.jax_batch(data, cfg, 8, 4)
