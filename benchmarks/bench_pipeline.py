@@ -8,11 +8,21 @@ places, so no two are equal) is denoised with the shipped model end to end
 batches of the same number of tiles. The ratio end-to-end / pure is the overhead (a partial
 last batch per file counts against it).
 
-Two runs: ``measured`` (apply's defaults: each file's noise spectrum measured, the image
+Two modes: ``measured`` (apply's defaults: each file's noise spectrum measured, the image
 whitened, binned from its super-resolution 0.667 Å/px into the trained pixel sizes, hot
 pixels replaced, all undone after the model: whole-image FFTs on the CPU) and ``paper``
-(those steps off: scale, tile, denoise, stitch, write). In both, the next file is read and
-prepared in a thread while the model runs the current one.
+(those steps off: scale, tile, denoise, stitch, write). In both, three stages run at once:
+the next file is read and prepared in one thread, the model runs the current one, and the
+previous one is restored, written and reported in another.
+
+Each ``--model-threads`` setting runs in a fresh process (TensorFlow fixes its thread pool
+when it starts): ``0`` lets the network use every core (TensorFlow's default), ``1`` keeps it
+on one, leaving the other cores to the two stages, as a GPU leaves the CPU to them.
+
+``--instant-side``: the same folder at that size with the network replaced by an instant
+one (its output is its input), so what is left is what bounds a run on a GPU, where the
+network's share is about 0.01 s per 4096² micrograph: the CPU stages' micrographs per
+second on this machine.
 
     python benchmarks/bench_pipeline.py --files 20 --side 2048
 
@@ -20,6 +30,9 @@ Writes ``results/pipeline.json``.
 """
 
 import argparse
+import json
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -35,7 +48,7 @@ from cryoem_denoise.inference.denoiser import Denoiser  # noqa: E402
 from cryoem_denoise.io import image_io  # noqa: E402
 
 
-#: The settings of each run (InferenceConfig fields).
+#: The settings of each mode (InferenceConfig fields).
 MODES = {"measured": {},
          "paper": {"whiten": False, "resample": False, "keep_below": 0.0, "outliers": 0.0}}
 
@@ -55,8 +68,8 @@ def pure_seconds(denoiser, shape, tiles):
     return (time.perf_counter() - started) / (repeats * batch_size) * tiles, grid.tile
 
 
-def run_mode(denoiser, files, out, side, header):
-    """End to end and pure seconds of one mode over ``files``."""
+def end_to_end(denoiser, files, out):
+    """Seconds of ``run_jobs`` over ``files`` (after a warm-up on the first) and its report."""
     out.mkdir()
     options = apply_files.ApplyOptions(out_dir=out, overwrite=True)
     warm = apply_files.plan_jobs(files[:1], options)
@@ -64,14 +77,71 @@ def run_mode(denoiser, files, out, side, header):
     jobs = apply_files.plan_jobs(files, options)
     started = time.perf_counter()
     report = apply_files.run_jobs(denoiser, jobs, options)
-    end_to_end = time.perf_counter() - started
+    seconds = time.perf_counter() - started
     assert len(report.done) == len(files), report.failed
+    return seconds, report
+
+
+def run_mode(denoiser, files, out, side, header):
+    """End to end and pure seconds of one mode over ``files``."""
+    seconds, report = end_to_end(denoiser, files, out)
     shape = denoiser.model_shape((side, side), header.pixel_size)
     pure, tile = pure_seconds(denoiser, shape, report.tiles)
     return {"tiles": report.tiles, "model_shape": list(shape), "tile": tile,
-            "end_to_end_seconds": end_to_end, "pure_seconds": pure,
-            "end_to_end_over_pure": end_to_end / pure,
-            "seconds_per_file": end_to_end / len(files)}
+            "end_to_end_seconds": seconds, "pure_seconds": pure,
+            "end_to_end_over_pure": seconds / pure, "seconds_per_file": seconds / len(files)}
+
+
+def write_folder(folder, count, side, image, header, seed=0):
+    """``count`` crops of ``side``² of ``image`` at different places, as MRC files."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir()
+    for i in range(count):
+        y, x = rng.integers(0, image.shape[0] - side + 1, 2)
+        image_io.write_image(folder / f"mic{i:03d}.mrc", image[y:y + side, x:x + side], header)
+    return image_io.find_image_files([folder])
+
+
+def one_setting(args):
+    """The modes at one ``--model-threads`` (this process); the record's part."""
+    if args.model_threads:
+        import tensorflow as tf  # lazy: only to fix the thread pool before it starts
+
+        tf.config.threading.set_intra_op_parallelism_threads(args.model_threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    image, header = image_io.read_image(datasets.sample_path("epu2.9_example.mrc"))
+    part = {"model_threads": args.model_threads, "modes": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        files = write_folder(Path(tmp) / "in", args.files, args.side, image, header)
+        for mode, settings in MODES.items():
+            denoiser = Denoiser.load("default", precision=args.precision, **settings)
+            part.update(batch_size=denoiser.inference.batch_size,
+                        overlap=denoiser.inference.overlap, margin=denoiser.inference.margin)
+            row = run_mode(denoiser, files, Path(tmp) / mode, args.side, header)
+            part["modes"][mode] = {"settings": settings, **row}
+            print(f"model threads {args.model_threads or 'all'}, {mode}: {args.files} files of "
+                  f"{args.side}², {row['tiles']} tiles of {row['tile']}², end to end "
+                  f"{row['end_to_end_seconds']:.1f} s, pure compute {row['pure_seconds']:.1f} s, "
+                  f"ratio {row['end_to_end_over_pure']:.2f}", flush=True)
+        if args.instant_side:
+            part["instant"] = instant(args, image, header, Path(tmp))
+    return part
+
+
+def instant(args, image, header, tmp):
+    """Micrographs per second of the CPU stages alone (the network's output is its input)."""
+    files = write_folder(tmp / "instant_in", args.instant_files, args.instant_side, image,
+                         header, seed=1)
+    result = {"side": args.instant_side, "files": args.instant_files, "modes": {}}
+    for mode, settings in MODES.items():
+        denoiser = Denoiser.load("default", precision=args.precision, **settings)
+        denoiser.tiles._run = lambda tiles: tiles[..., :1].copy()
+        seconds, _ = end_to_end(denoiser, files, tmp / f"instant_{mode}")
+        result["modes"][mode] = {"seconds_per_file": seconds / len(files),
+                                 "files_per_second": len(files) / seconds}
+        print(f"instant network, {mode}: {len(files)} files of {args.instant_side}², "
+              f"{len(files) / seconds:.2f} micrographs/s", flush=True)
+    return result
 
 
 def main():
@@ -79,30 +149,34 @@ def main():
     p.add_argument("--files", type=int, default=20)
     p.add_argument("--side", type=int, default=2048)
     p.add_argument("--precision", default="float32")
+    p.add_argument("--model-threads", default="0,1",
+                   help="comma-separated network thread counts, each in a fresh process "
+                        "(0: every core)")
+    p.add_argument("--instant-side", type=int, default=4096,
+                   help="micrograph side for the instant-network run (0: none)")
+    p.add_argument("--instant-files", type=int, default=8)
+    p.add_argument("--one", type=Path, help=argparse.SUPPRESS)  # a child: its part, as JSON
     args = p.parse_args()
-
-    image, header = image_io.read_image(datasets.sample_path("epu2.9_example.mrc"))
-    rng = np.random.default_rng(0)
+    if args.one:
+        args.model_threads = int(args.model_threads)
+        args.one.write_text(json.dumps(one_setting(args)))
+        return
+    _, header = image_io.read_image(datasets.sample_path("epu2.9_example.mrc"))
     record = {"files": args.files, "side": args.side, "precision": args.precision,
-              "pixel_size": header.pixel_size, "modes": {}}
+              "pixel_size": header.pixel_size, "runs": []}
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp) / "in"
-        folder.mkdir()
-        for i in range(args.files):
-            y, x = rng.integers(0, image.shape[0] - args.side, 2)
-            image_io.write_image(folder / f"mic{i:03d}.mrc",
-                                 image[y:y + args.side, x:x + args.side], header)
-        files = image_io.find_image_files([folder])
-        for mode, settings in MODES.items():
-            denoiser = Denoiser.load("default", precision=args.precision, **settings)
-            record["batch_size"] = denoiser.inference.batch_size
-            record["overlap"] = denoiser.inference.overlap
-            record["margin"] = denoiser.inference.margin
-            row = run_mode(denoiser, files, Path(tmp) / mode, args.side, header)
-            record["modes"][mode] = {"settings": settings, **row}
-            print(f"{mode}: {args.files} files of {args.side}², {row['tiles']} tiles of "
-                  f"{row['tile']}², end to end {row['end_to_end_seconds']:.1f} s, pure compute "
-                  f"{row['pure_seconds']:.1f} s, ratio {row['end_to_end_over_pure']:.2f}")
+        for i, threads in enumerate(int(t) for t in args.model_threads.split(",")):
+            part_file = Path(tmp) / f"part{i}.json"
+            subprocess.run([sys.executable, __file__, "--one", str(part_file),
+                            "--model-threads", str(threads), "--files", str(args.files),
+                            "--side", str(args.side), "--precision", args.precision,
+                            "--instant-side", str(args.instant_side if i == 0 else 0),
+                            "--instant-files", str(args.instant_files)], check=True)
+            part = json.loads(part_file.read_text())
+            for key in ("batch_size", "overlap", "margin", "instant"):
+                if key in part:
+                    record[key] = part.pop(key)
+            record["runs"].append(part)
     print(f"-> {save('pipeline', record)}")
 
 

@@ -17,6 +17,7 @@ A file that cannot be read or written (bad file, full disk, ...) is reported and
 the others are still written.
 """
 
+import collections
 import contextlib
 import csv
 import warnings
@@ -24,7 +25,7 @@ import io
 import json
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -353,11 +354,26 @@ def apply_file(denoiser, job, options, progress=None, noise_levels=None, measure
     measured : tuple, optional
         The file's :func:`measure_file`, if it ran ahead; measured here if not.
     """
+    rows, _ = start_file(denoiser, job, options, progress, noise_levels, measured).complete()
+    return rows
+
+
+def start_file(denoiser, job, options, progress=None, noise_levels=None, measured=None,
+               behind=None, report_images=False):
+    """Run the model over one file; return it as an :class:`_OpenFile` to complete.
+
+    Arguments as :func:`apply_file`'s; ``behind`` (a :class:`_Behind`): each section is
+    restored and written there, in a thread, while the model goes on (else here).
+    ``report_images``: :meth:`_OpenFile.complete` also returns the file's report images.
+    A failure here leaves nothing behind (the output is removed) and is raised.
+    """
     noise_levels = [] if noise_levels is None else noise_levels
     if measured is None:
         measured = measure_file(denoiser, job, options)
     plan, first = measured if measured is not None else (None, None)
-    with contextlib.ExitStack() as stack:
+    stack = contextlib.ExitStack()
+    flow = None
+    try:
         sections, header = stack.enter_context(image_io.open_sections(job.source, job.header))
         pixel_size = _pixel_size(header, job, options)
         header = header.with_pixel_size(job.pixel_size or options.pixel_size)
@@ -379,7 +395,8 @@ def apply_file(denoiser, job, options, progress=None, noise_levels=None, measure
                 label=f"{job.source.name} + noise sigma {options.sigma:g}", **common))
             noisy_out = noisy_out.reshape(n, ny, nx)
         try:
-            flow = _FileFlow(denoiser, job.source, sections, out, noisy_out, options, plan, first)
+            flow = _FileFlow(denoiser, job.source, sections, out, noisy_out, options, plan, first,
+                             behind)
             level, how = noise_level_for(denoiser, sections, flow.affine_kept, options, plan)
         except CryoEMDenoiseError as exc:
             raise exc.with_path(job.source) from None
@@ -387,13 +404,67 @@ def apply_file(denoiser, job, options, progress=None, noise_levels=None, measure
         model_shape = plan.model_shape((ny, nx)) if plan else (ny, nx)
         denoiser.tiles.denoise_stream(n, model_shape, flow.prepare, flow.target, flow.finish,
                                       progress)
-        noise_levels.append(FileNoise(
-            job.source, level, how, plan.spectrum if plan else None,
-            bool(plan and plan.whiten), plan.factor if plan else 1.0, flow.outliers,
-            measured=plan is not None))
-    if options.png:
-        _previews(job, options, noise_levels[-1])
-    return flow.rows
+        noise = FileNoise(job.source, level, how, plan.spectrum if plan else None,
+                          bool(plan and plan.whiten), plan.factor if plan else 1.0,
+                          flow.outliers, measured=plan is not None)
+    except BaseException as exc:
+        if flow is not None:  # sections still being written into the output: let them end
+            flow.wait()
+        stack.__exit__(type(exc), exc, exc.__traceback__)  # removes the partial outputs
+        raise
+    noise_levels.append(noise)
+    return _OpenFile(denoiser, job, options, stack, flow, noise, report_images)
+
+
+class _OpenFile:
+    """A file the model is done with, its outputs still open (see :func:`start_file`)."""
+
+    def __init__(self, denoiser, job, options, stack, flow, noise, report_images):
+        self.denoiser, self.job, self.options = denoiser, job, options
+        self.stack, self.flow, self.noise = stack, flow, noise
+        self.report_images = report_images
+
+    def complete(self):
+        """Wait for the sections written behind, move the outputs into place, draw the
+        previews; return ``(metric rows, report images or None)``. If a section failed,
+        the outputs are removed and its error raised."""
+        try:
+            self.flow.wait(check=True)
+        except BaseException as exc:
+            self.stack.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+        self.stack.close()  # the outputs, complete, move into place
+        if self.options.png:
+            _previews(self.job, self.options, self.noise)
+        images = _report_images(self.denoiser, self.job) if self.report_images else None
+        return self.flow.rows, images
+
+
+#: Sections queued for restoring and writing behind the model, at most (bounded memory).
+BEHIND_QUEUE = 2
+
+
+class _Behind:
+    """Work done behind the model in one thread (each section restored and written, then its
+    file completed) while the model runs the next tiles; at most :data:`BEHIND_QUEUE` items
+    wait, so memory stays bounded."""
+
+    def __init__(self):
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cryoem-denoise-behind")
+        self._queued = collections.deque()
+
+    def submit(self, fn, *args):
+        """``fn(*args)`` in the thread, in order; waits while the queue is full. Returns its
+        future (the caller reads its outcome)."""
+        while len(self._queued) >= BEHIND_QUEUE:
+            wait([self._queued.popleft()])
+        future = self._pool.submit(fn, *args)
+        self._queued.append(future)
+        return future
+
+    def close(self):
+        """Wait for everything submitted (outputs being completed are never cut short)."""
+        self._pool.shutdown(wait=True)
 
 
 class _FileFlow:
@@ -407,8 +478,11 @@ class _FileFlow:
     """
 
     def __init__(self, denoiser, source, sections, out, noisy_out, options, plan=None,
-                 first=None):
+                 first=None, behind=None):
         self.denoiser, self.source, self.sections = denoiser, Path(source), sections
+        #: Where sections are restored and written (a :class:`_Behind`; None: here).
+        self.behind = behind
+        self._written = []  # futures of the sections handed to ``behind``
         self.out, self.noisy_out, self.options = out, noisy_out, options
         #: The file's conditioning (a real image), or None (the paper's protocol).
         self.plan = plan
@@ -470,6 +544,20 @@ class _FileFlow:
         return np.empty(self.out.shape[1:], np.float32)
 
     def finish(self, k, result):
+        if self.behind is None:
+            self._finish(k, result)
+        else:
+            self._written.append(self.behind.submit(self._finish, k, result))
+
+    def wait(self, check=False):
+        """Wait for every section handed behind; ``check``: then raise the first failure."""
+        errors = [future.exception() for future in self._written]
+        self._written.clear()
+        errors = [e for e in errors if e is not None]
+        if check and errors:
+            raise errors[0]
+
+    def _finish(self, k, result):
         if self.plan is not None:
             restored = self.plan.restore(result, self._in_flight.pop(k))
             with np.errstate(over="ignore"):
@@ -486,6 +574,20 @@ class _FileFlow:
         if self.out.dtype != np.float32:
             with np.errstate(over="ignore"):
                 self.out[k] = result
+
+
+def _record_failure(report, job, exc):
+    """Report ``exc`` as ``job``'s failure (one line), or raise it if it is not one a single
+    file can have."""
+    if isinstance(exc, CryoEMDenoiseError):
+        message = str(exc.with_path(job.source))
+    elif isinstance(exc, OSError):  # not foreseen as one of ours, but still only this file's
+        message = f"{exc.filename or job.source}: {describe_os_error(exc)}"
+    elif isinstance(exc, MemoryError):
+        message = f"{job.source}: out of memory"
+    else:
+        raise exc
+    report.failed.append((job.source, message))
 
 
 def _first_section(path):
@@ -526,9 +628,25 @@ def run_jobs(denoiser, jobs, options, progress=False):
             total_tiles += j.header.n_sections * denoiser.tiles.count_tiles(shape)
     started = time.perf_counter()
     bar = progress_bar(total_tiles, f"apply ({len(todo)} files)", "tile", progress)
-    # read ahead: the next file is read, measured and prepared (measure_file) in a thread
-    # while the model runs this one; one file ahead at most (bounded memory)
+    many = len(jobs) > 1 or options.shard[1] > 1  # a shard is part of a run over many
+    images = {}  # source -> its report images, taken as it was completed
+    # three stages, each in its own thread: the next file is read, measured and prepared
+    # (measure_file, one file ahead at most) while the model runs this one, and the previous
+    # one's sections are restored and written and its outputs completed behind it (a few
+    # sections at most): bounded memory, and the model does not wait for either
     ahead = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cryoem-denoise-ahead")
+    behind = _Behind()
+    completing = None  # (job, future) of the file being completed behind the model
+
+    def collect():
+        job, future = completing
+        try:
+            rows, images[job.source] = future.result()
+            report.rows.extend(rows)
+            report.done.append(job.source)
+        except Exception as exc:  # noqa: BLE001 - reported as this file's failure
+            _record_failure(report, job, exc)
+
     try:
         pending = ahead.submit(measure_file, denoiser, todo[0], options) if todo else None
         for i, job in enumerate(todo):
@@ -536,24 +654,27 @@ def run_jobs(denoiser, jobs, options, progress=False):
                                            if i + 1 < len(todo) else None)
             bar.set_postfix_str(job.source.name)
             try:
-                report.rows.extend(apply_file(denoiser, job, options, bar.update,
-                                              report.noise_levels, measuring.result()))
-                report.done.append(job.source)
-            except CryoEMDenoiseError as exc:
-                report.failed.append((job.source, str(exc.with_path(job.source))))
-            except OSError as exc:  # not foreseen as one of ours, but still only this file's
-                where = exc.filename or job.source
-                report.failed.append((job.source, f"{where}: {describe_os_error(exc)}"))
-            except MemoryError:
-                report.failed.append((job.source, f"{job.source}: out of memory"))
-    finally:  # interrupted: do not wait for the next file's measurement
+                opened = start_file(denoiser, job, options, bar.update, report.noise_levels,
+                                    measuring.result(), behind, report_images=many)
+            except Exception as exc:  # noqa: BLE001 - reported as this file's failure
+                _record_failure(report, job, exc)
+                continue
+            future = behind.submit(opened.complete)
+            if completing is not None:
+                collect()
+            completing = (job, future)
+        if completing is not None:
+            collect()
+    finally:  # interrupted: do not wait for the next file's measurement; let files the
+        # model is done with be completed
         ahead.shutdown(wait=False, cancel_futures=True)
+        behind.close()
     bar.close()
     report.seconds = time.perf_counter() - started
     report.tiles = total_tiles
-    many = len(jobs) > 1 or options.shard[1] > 1  # a shard is part of a run over many
     if many and (report.done or report.skipped):  # many files: a report to scan
-        report.entries = [_report_entry(denoiser, job, report) for job in jobs]
+        report.entries = [_report_entry(denoiser, job, report, images.get(job.source))
+                          for job in jobs]
         done = len(report.done) + len(report.skipped)
         try:
             k, n = options.shard
@@ -660,8 +781,35 @@ def write_star_outputs(lists, paths, jobs, report, options):
             for listed, path in zip(lists, paths)]
 
 
-def _report_entry(denoiser, job, report):
-    """The report's row of one input (:mod:`cryoem_denoise.inference.report`)."""
+def _report_images(denoiser, job):
+    """What the report shows of a written file: ``(shape, pixel size, flags, whiteness,
+    kept mid band, thumbnails)`` from the input's and the output's first section, or
+    ``None`` if either cannot be read (a report row, not a reason to fail the run)."""
+    try:
+        with image_io.open_sections(job.source, job.header) as (sections, header):
+            n, ny, nx = header.shape
+            shape = f"{nx}x{ny}" + (f"x{n}" if n > 1 else "")
+            size = header.with_pixel_size(job.pixel_size).pixel_size
+            pixel_size = None if header.pixel_size_is_placeholder and not job.pixel_size \
+                else size
+            image = np.asarray(sections[0], np.float32)
+        with image_io.open_sections(job.outputs["denoised"]) as (out_sections, _):
+            output = np.asarray(out_sections[0], np.float32)
+    except (CryoEMDenoiseError, OSError):
+        return None
+    flags = image_flags(image)
+    trained = denoiser.trained_pixel_sizes
+    if pixel_size and trained and not trained[0] <= pixel_size <= trained[1]:
+        flags.append(f"pixel size outside the trained {trained[0]:g}-{trained[1]:g} Å")
+    whiteness, kept = spectrum_summary(image, output)
+    if whiteness < COLOURED:
+        flags.append("coloured noise")
+    return shape, pixel_size, flags, whiteness, kept, thumbnails(image, output)
+
+
+def _report_entry(denoiser, job, report, images=None):
+    """The report's row of one input (:mod:`cryoem_denoise.inference.report`); ``images``:
+    its :func:`_report_images` if they were taken when the file was written."""
     failed = dict(report.failed)
     if job.source in failed:
         return ReportEntry(job.source.name, "failed", message=failed[job.source],
@@ -674,25 +822,11 @@ def _report_entry(denoiser, job, report):
         low, high = denoiser.sigma_range
         if not low <= entry.noise_level <= high:
             entry.flags.append(f"noise outside the trained {low:g}-{high:g}")
-    try:
-        with image_io.open_sections(job.source, job.header) as (sections, header):
-            n, ny, nx = header.shape
-            entry.shape = f"{nx}x{ny}" + (f"x{n}" if n > 1 else "")
-            size = header.with_pixel_size(job.pixel_size).pixel_size
-            entry.pixel_size = None if header.pixel_size_is_placeholder and not job.pixel_size \
-                else size
-            image = np.asarray(sections[0], np.float32)
-        with image_io.open_sections(job.outputs["denoised"]) as (out_sections, _):
-            output = np.asarray(out_sections[0], np.float32)
-    except (CryoEMDenoiseError, OSError):  # a report row, not a reason to fail the run
+    images = images or _report_images(denoiser, job)
+    if images is None:
         entry.flags.append("thumbnails unavailable")
         return entry
-    entry.flags += image_flags(image)
-    trained = denoiser.trained_pixel_sizes
-    if entry.pixel_size and trained and not trained[0] <= entry.pixel_size <= trained[1]:
-        entry.flags.append(f"pixel size outside the trained {trained[0]:g}-{trained[1]:g} Å")
-    entry.whiteness, entry.kept_mid_band = spectrum_summary(image, output)
-    if entry.whiteness < COLOURED:
-        entry.flags.append("coloured noise")
-    entry.thumbnails = thumbnails(image, output)
+    entry.shape, entry.pixel_size, flags, entry.whiteness, entry.kept_mid_band, \
+        entry.thumbnails = images
+    entry.flags += flags
     return entry

@@ -21,7 +21,7 @@ clearly), resampled back to the input's shape and mapped to the file's units. Ea
 pipeline (scale, denoise, scale back).
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import fft as sp_fft
@@ -82,8 +82,8 @@ class Conditioning:
     scaling : callable
         ``scaling(image) -> Affine``: the model's scaling of noisy inputs.
     first : tuple or None
-        Section 0 resampled while measuring (``(image, replaced)``), used once by
-        :meth:`prepare` for index 0.
+        Section 0 resampled and its scaling, from the measurement (``(image, replaced,
+        affine)``), used once by :meth:`prepare` for index 0.
     sigma : float or None
         The noise level (on [0, 255]) of the model's input, for a noise-level model.
     """
@@ -95,8 +95,12 @@ class Conditioning:
     outlier_threshold: float
     scaling: object
     sigma: float = None
-    #: Section 0 resampled while measuring (``(image, replaced)``), used once by prepare.
+    #: Section 0 resampled while measuring (``(image, replaced, affine)``), used once by
+    #: prepare.
     first: tuple = None
+    #: The whitening filter of the last shape asked for (``(shape, gain)``): every section
+    #: of a file has one shape, and prepare and restore both need it.
+    _gain: tuple = field(default=None, init=False, repr=False)
 
     def model_shape(self, shape):
         """The shape a section of ``shape`` has when it reaches the model."""
@@ -108,16 +112,20 @@ class Conditioning:
         return fourier_resize(image, self.model_shape(image.shape)), replaced
 
     def _filter(self, shape):
-        return self.spectrum.whitening(shape) if self.whiten else None
+        if not self.whiten:
+            return None
+        if self._gain is None or self._gain[0] != tuple(shape):
+            self._gain = (tuple(shape), self.spectrum.whitening(shape))
+        return self._gain[1]
 
     def prepare(self, section, index=None):
         """:class:`Prepared` for a 2D section (file units, a memory map is fine); ``index``
         0 reuses section 0's resampling from the measurement."""
         if index == 0 and self.first is not None:
-            (image, replaced), self.first = self.first, None
+            (image, replaced, affine), self.first = self.first, None
         else:
             image, replaced = self._resampled(section)
-        affine = self.scaling(image)
+            affine = self.scaling(image)
         scaled = affine.forward(image)
         white_affine = None
         model_input = scaled
@@ -232,9 +240,10 @@ def plan_conditioning(sections, scaling, *, pixel_size=None, trained_pixel_sizes
     for k in picks:
         check_section(sections[k], index=k if n > 1 else None)
         image, replaced = plan._resampled(sections[k])
+        affine = plan.scaling(image)
         if k == 0:
-            plan.first = (image, replaced)
-        scaled.append(_central(plan.scaling(image).forward(image), MEASURE_SIDE))
+            plan.first = (image, replaced, affine)
+        scaled.append(_central(affine.forward(image), MEASURE_SIDE))
     if min(scaled[0].shape) >= MIN_SPECTRUM_SIDE:
         plan.spectrum = estimate_noise_spectrum(scaled)
     else:  # too small to measure: its noise is taken as white, its low frequencies as noisy

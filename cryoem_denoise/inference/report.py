@@ -19,6 +19,7 @@ Spectrum summary (central crop of at most 1024² of the first section, radial po
 
 import base64
 import csv
+import functools
 import html
 import io
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from scipy import fft as sp_fft
 
 from cryoem_denoise.io.atomic import write_text
 
@@ -59,16 +61,21 @@ class ReportEntry:
 
 
 def _radial_power(image):
-    image = np.asarray(image, np.float64)
-    h, w = image.shape
+    h, w = np.shape(image)
     side = min(h, w, _CROP)
     y, x = (h - side) // 2, (w - side) // 2
-    crop = image[y:y + side, x:x + side]
-    crop = crop - crop.mean()
-    power = np.abs(np.fft.rfft2(crop)) ** 2
-    fy = np.fft.fftfreq(side)[:, None]
-    fx = np.fft.rfftfreq(side)[None, :]
-    return power, np.hypot(fy, fx)
+    crop = np.asarray(image[y:y + side, x:x + side], np.float32)
+    spectrum = sp_fft.rfft2(crop - crop.mean(dtype=np.float64))
+    power = spectrum.real ** 2 + spectrum.imag ** 2
+    return power, _radius(side)
+
+
+@functools.lru_cache(maxsize=4)
+def _radius(side):
+    """Radial frequency (cycles/px) of the ``rfft2`` grid of a ``side``² crop (read-only)."""
+    radius = np.hypot(np.fft.fftfreq(side)[:, None], np.fft.rfftfreq(side)[None, :])
+    radius.flags.writeable = False
+    return radius
 
 
 def _band(power, radius, low, high):
