@@ -73,6 +73,7 @@ def test_a_section_failing_behind_fails_only_its_file(denoiser, folder, tmp_path
     assert "no space left on device" in report.failed[0][1].lower()
     assert sorted(p.name for p in report.done) == ["a.mrc", "b.mrcs", "d.mrc"]
     assert "c_denoised.mrc" not in _files(out)
+    assert "c.mrc" not in {noise.path.name for noise in report.noise_levels}
     assert not [n for n in _files(out) if n.startswith(".")]  # no partial file left
 
 

@@ -363,7 +363,7 @@ def start_file(denoiser, job, options, progress=None, noise_levels=None, measure
     """Run the model over one file; return it as an :class:`_OpenFile` to complete.
 
     Arguments as :func:`apply_file`'s; ``behind`` (a :class:`_Behind`): each section is
-    restored and written there, in a thread, while the model goes on (else here).
+    stitched, restored and written there, in a thread, while the model goes on (else here).
     ``report_images``: :meth:`_OpenFile.complete` also returns the file's report images.
     A failure here leaves nothing behind (the output is removed) and is raised.
     """
@@ -403,7 +403,7 @@ def start_file(denoiser, job, options, progress=None, noise_levels=None, measure
         flow.level = level
         model_shape = plan.model_shape((ny, nx)) if plan else (ny, nx)
         denoiser.tiles.denoise_stream(n, model_shape, flow.prepare, flow.target, flow.finish,
-                                      progress)
+                                      progress, flow.submit)
         noise = FileNoise(job.source, level, how, plan.spectrum if plan else None,
                           bool(plan and plan.whiten), plan.factor if plan else 1.0,
                           flow.outliers, measured=plan is not None)
@@ -440,14 +440,15 @@ class _OpenFile:
         return self.flow.rows, images
 
 
-#: Sections queued for restoring and writing behind the model, at most (bounded memory).
-BEHIND_QUEUE = 2
+#: Batches (each one batch of the model's results) and file completions queued behind the
+#: model, at most (bounded memory: 16 MB per batch of 16 tiles of 512²).
+BEHIND_QUEUE = 4
 
 
 class _Behind:
-    """Work done behind the model in one thread (each section restored and written, then its
-    file completed) while the model runs the next tiles; at most :data:`BEHIND_QUEUE` items
-    wait, so memory stays bounded."""
+    """Work done behind the model in one thread (each batch's results stitched, each section
+    restored and written, then its file completed) while the model runs the next tiles; at
+    most :data:`BEHIND_QUEUE` items wait, so memory stays bounded."""
 
     def __init__(self):
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cryoem-denoise-behind")
@@ -480,9 +481,10 @@ class _FileFlow:
     def __init__(self, denoiser, source, sections, out, noisy_out, options, plan=None,
                  first=None, behind=None):
         self.denoiser, self.source, self.sections = denoiser, Path(source), sections
-        #: Where sections are restored and written (a :class:`_Behind`; None: here).
+        #: Where batches are stitched and sections restored and written (a
+        #: :class:`_Behind`; None: here).
         self.behind = behind
-        self._written = []  # futures of the sections handed to ``behind``
+        self._written = []  # futures of the batches handed to ``behind``
         self.out, self.noisy_out, self.options = out, noisy_out, options
         #: The file's conditioning (a real image), or None (the paper's protocol).
         self.plan = plan
@@ -543,21 +545,23 @@ class _FileFlow:
             return self.out[k]
         return np.empty(self.out.shape[1:], np.float32)
 
-    def finish(self, k, result):
+    def submit(self, fn, *args):
+        """Run ``fn(*args)`` (a batch's stitching, then :meth:`finish` of each section it
+        completes) behind the model, or here without a :class:`_Behind`."""
         if self.behind is None:
-            self._finish(k, result)
+            fn(*args)
         else:
-            self._written.append(self.behind.submit(self._finish, k, result))
+            self._written.append(self.behind.submit(fn, *args))
 
     def wait(self, check=False):
-        """Wait for every section handed behind; ``check``: then raise the first failure."""
+        """Wait for everything handed behind; ``check``: then raise the first failure."""
         errors = [future.exception() for future in self._written]
         self._written.clear()
         errors = [e for e in errors if e is not None]
         if check and errors:
             raise errors[0]
 
-    def _finish(self, k, result):
+    def finish(self, k, result):
         if self.plan is not None:
             restored = self.plan.restore(result, self._in_flight.pop(k))
             with np.errstate(over="ignore"):
@@ -631,9 +635,9 @@ def run_jobs(denoiser, jobs, options, progress=False):
     many = len(jobs) > 1 or options.shard[1] > 1  # a shard is part of a run over many
     images = {}  # source -> its report images, taken as it was completed
     # three stages, each in its own thread: the next file is read, measured and prepared
-    # (measure_file, one file ahead at most) while the model runs this one, and the previous
-    # one's sections are restored and written and its outputs completed behind it (a few
-    # sections at most): bounded memory, and the model does not wait for either
+    # (measure_file, one file ahead at most) while the model runs this one, and its results
+    # are stitched, restored and written and the previous file's outputs completed behind it
+    # (a few batches at most): bounded memory, and the model does not wait for either
     ahead = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cryoem-denoise-ahead")
     behind = _Behind()
     completing = None  # (job, future) of the file being completed behind the model
@@ -646,6 +650,7 @@ def run_jobs(denoiser, jobs, options, progress=False):
             report.done.append(job.source)
         except Exception as exc:  # noqa: BLE001 - reported as this file's failure
             _record_failure(report, job, exc)
+            report.noise_levels[:] = [n for n in report.noise_levels if n.path != job.source]
 
     try:
         pending = ahead.submit(measure_file, denoiser, todo[0], options) if todo else None

@@ -81,9 +81,8 @@ class Conditioning:
         Robust standard deviations beyond which isolated pixels are replaced (0: none).
     scaling : callable
         ``scaling(image) -> Affine``: the model's scaling of noisy inputs.
-    first : tuple or None
-        Section 0 resampled and its scaling, from the measurement (``(image, replaced,
-        affine)``), used once by :meth:`prepare` for index 0.
+    first : Prepared or None
+        Section 0 prepared while measuring, used once by :meth:`prepare` for index 0.
     sigma : float or None
         The noise level (on [0, 255]) of the model's input, for a noise-level model.
     """
@@ -95,9 +94,8 @@ class Conditioning:
     outlier_threshold: float
     scaling: object
     sigma: float = None
-    #: Section 0 resampled while measuring (``(image, replaced, affine)``), used once by
-    #: prepare.
-    first: tuple = None
+    #: Section 0 prepared while measuring (a :class:`Prepared`), used once by prepare.
+    first: object = None
     #: The whitening filter of the last shape asked for (``(shape, gain)``): every section
     #: of a file has one shape, and prepare and restore both need it.
     _gain: tuple = field(default=None, init=False, repr=False)
@@ -120,12 +118,15 @@ class Conditioning:
 
     def prepare(self, section, index=None):
         """:class:`Prepared` for a 2D section (file units, a memory map is fine); ``index``
-        0 reuses section 0's resampling from the measurement."""
+        0 is the one :func:`plan_conditioning` prepared while measuring."""
         if index == 0 and self.first is not None:
-            (image, replaced, affine), self.first = self.first, None
-        else:
-            image, replaced = self._resampled(section)
-            affine = self.scaling(image)
+            prepared, self.first = self.first, None
+            return prepared
+        image, replaced = self._resampled(section)
+        return self._prepared(image, replaced, self.scaling(image), tuple(section.shape))
+
+    def _prepared(self, image, replaced, affine, shape):
+        """:class:`Prepared` from a resampled section, its outlier count and its scaling."""
         scaled = affine.forward(image)
         white_affine = None
         model_input = scaled
@@ -133,7 +134,7 @@ class Conditioning:
             whitened = _filtered(scaled, self._filter(scaled.shape))
             white_affine = self.scaling(whitened)
             model_input = white_affine.forward(whitened)
-        return Prepared(model_input, tuple(section.shape), affine, white_affine, scaled, replaced)
+        return Prepared(model_input, shape, affine, white_affine, scaled, replaced)
 
     def restore(self, result, prepared):
         """The model's ``result`` (on [0, 255]) back in the section's shape and file units."""
@@ -242,18 +243,23 @@ def plan_conditioning(sections, scaling, *, pixel_size=None, trained_pixel_sizes
         image, replaced = plan._resampled(sections[k])
         affine = plan.scaling(image)
         if k == 0:
-            plan.first = (image, replaced, affine)
+            first = (image, replaced, affine)
         scaled.append(_central(affine.forward(image), MEASURE_SIDE))
     if min(scaled[0].shape) >= MIN_SPECTRUM_SIDE:
         plan.spectrum = estimate_noise_spectrum(scaled)
     else:  # too small to measure: its noise is taken as white, its low frequencies as noisy
         plan.keep_below = 0.0
     plan.whiten = bool(whiten) and plan.spectrum is not None and not plan.spectrum.is_white
+    plan.first = plan._prepared(*first, tuple(sections[0].shape))  # picks hold section 0
     if noise_level:
         levels = []
         level_picks = np.unique(np.linspace(0, len(scaled) - 1, min(len(scaled), ESTIMATE_SECTIONS))
                                 .round().astype(int))
-        for image in (scaled[i] for i in level_picks):
+        for i in level_picks:
+            image = scaled[i]
+            if picks[i] == 0 and image.shape == plan.first.image.shape:  # section 0, whole
+                levels.append(estimate_noise_level(plan.first.image))  # as prepared above
+                continue
             if plan.whiten:
                 image = _filtered(image, plan._filter(image.shape))
                 image = plan.scaling(image).forward(image)

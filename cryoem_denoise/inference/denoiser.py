@@ -121,7 +121,8 @@ class TileDenoiser:
         overlap = min(self.config.overlap, t // 2)
         return make_grid(shape, t, overlap, min(self.config.margin, max(overlap - 1, 0) // 2))
 
-    def denoise_stream(self, n, shape, prepare, target, finish=None, progress=None):
+    def denoise_stream(self, n, shape, prepare, target, finish=None, progress=None,
+                       submit=None):
         """Denoise ``n`` images of one shape, batching tiles across image boundaries.
 
         A stack of small particles (one tile each) thus runs ``batch_size`` particles per
@@ -145,6 +146,10 @@ class TileDenoiser:
             ``target(k)`` gave, still on [0, 255]).
         progress : callable, optional
             Called with the number of tiles done after each batch.
+        submit : callable, optional
+            ``submit(fn, *args)`` runs ``fn(*args)``: where each batch's results are stitched
+            (and ``finish`` called), in the order given, e.g. in a thread so that the model
+            goes on with the next batch; by default here.
         """
         cfg = self.config
         grid = self.grid(shape)
@@ -174,18 +179,24 @@ class TileDenoiser:
                 for y, x in grid.positions():
                     yield k, stitcher, source[y:y + t, x:x + t], affine, sigma
 
-        def flush():
-            # a last, partial batch runs as the smallest power of two that holds it: less
-            # compute than the full batch (a 4096² micrograph in 512² tiles is 81 tiles, 5
-            # batches of 16 and 1 tile), at most log2(batch) more shapes (JAX compiles each)
-            size = min(n_batch, 1 << (len(pending) - 1).bit_length())
-            denoised = self._run(batch[:size])
-            for j, (stitcher, k) in enumerate(pending):
+        def stitch(denoised, slots):
+            for j, (stitcher, k) in enumerate(slots):
                 stitcher.add(denoised[j, ..., 0])
                 if stitcher.done:
                     image = stitcher.result()  # flushes the last band into the target
                     if finish is not None:
                         finish(k, image)
+
+        def flush():
+            # a last, partial batch runs as the smallest power of two that holds it: less
+            # compute than the full batch (a 4096² micrograph in 512² tiles is 81 tiles, 5
+            # batches of 16 and 1 tile), at most log2(batch) more shapes (JAX compiles each)
+            size = min(n_batch, 1 << (len(pending) - 1).bit_length())
+            denoised = self._run(batch[:size])  # a new array: the batch is refilled at once
+            if submit is None:
+                stitch(denoised, list(pending))
+            else:
+                submit(stitch, denoised, list(pending))
             if progress is not None:
                 progress(len(pending))
             pending.clear()
