@@ -481,6 +481,11 @@ class InferenceConfig:
     outliers: float = option(
         6.0, low=0, help="Replace isolated pixels more than this many robust standard "
         "deviations from the image and from their neighbours (hot and dead pixels; 0: off)")
+    workers: int = option(
+        0, low=0, default_text="auto: 1 on a CPU, 4 with a GPU",
+        help="Files read and prepared ahead of the model, and files completed behind it, at "
+        "once (threads per stage); more where a GPU leaves the CPU to them, 1 where the "
+        "network uses every core")
 
     def __post_init__(self):
         if self.overlap is None:

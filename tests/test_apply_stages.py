@@ -1,6 +1,7 @@
-"""``apply`` over many files runs in three stages (read ahead, the model, written behind):
-the same outputs as one file at a time, a failure behind fails only its file, an
-interruption leaves complete files and no partial one, and the queue stays bounded."""
+"""``apply`` over many files runs in three stages (read ahead, the model, written behind),
+with one or more files in each: the same outputs as one file at a time, a failure behind
+fails only its file, an interruption leaves complete files and no partial one, and the
+queue stays bounded."""
 
 import threading
 import time
@@ -24,9 +25,9 @@ def folder(tmp_path, clean_mrc):
     return tmp_path / "in"
 
 
-@pytest.fixture
-def denoiser(tiny_model):
-    return Denoiser.load(tiny_model, tile=64, overlap=16)
+@pytest.fixture(params=[1, 2], ids=["1 worker", "2 workers"])
+def denoiser(tiny_model, request):
+    return Denoiser.load(tiny_model, tile=64, overlap=16, workers=request.param)
 
 
 def _run(denoiser, folder, out):
@@ -118,3 +119,12 @@ def test_the_queue_behind_the_model_stays_bounded():
         behind.close()
     assert [f.result() for f in futures] == list(range(10))  # in order, all done
     assert most[0] <= apply_files.BEHIND_QUEUE
+
+
+def test_one_worker_per_stage_on_a_cpu_and_more_with_a_gpu(tiny_model):
+    from cryoem_denoise.runtime import backend
+
+    auto = Denoiser.load(tiny_model)
+    assert auto.inference.workers == 0
+    assert apply_files.stage_workers(auto) == (apply_files.GPU_WORKERS if backend.gpus() else 1)
+    assert apply_files.stage_workers(Denoiser.load(tiny_model, workers=3)) == 3

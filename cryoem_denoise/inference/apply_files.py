@@ -48,6 +48,7 @@ from cryoem_denoise.io import image_io, mrc
 from cryoem_denoise.io.atomic import check_output_path, describe_os_error, write_text
 from cryoem_denoise.io.header import ImageHeader
 from cryoem_denoise.io.star import write_star
+from cryoem_denoise.runtime import backend
 from cryoem_denoise.runtime.progress import progress_bar
 
 METRICS_FILES = ("metrics.json", "metrics.csv", "metrics.md")
@@ -440,15 +441,26 @@ class _OpenFile:
         return self.flow.rows, images
 
 
+#: With a GPU, files in each stage at once by default (:func:`stage_workers`).
+GPU_WORKERS = 4
+
+
+def stage_workers(denoiser):
+    """Files read ahead, and completed behind, at once: ``InferenceConfig.workers``, or by
+    default 1 on a CPU (the network uses every core; the stages only take from it) and
+    :data:`GPU_WORKERS` with a GPU (the CPU stages set the rate)."""
+    return denoiser.inference.workers or (GPU_WORKERS if backend.gpus() else 1)
+
+
 #: Batches (each one batch of the model's results) and file completions queued behind the
 #: model, at most (bounded memory: 16 MB per batch of 16 tiles of 512²).
 BEHIND_QUEUE = 4
 
 
 class _Behind:
-    """Work done behind the model in one thread (each batch's results stitched, each section
-    restored and written, then its file completed) while the model runs the next tiles; at
-    most :data:`BEHIND_QUEUE` items wait, so memory stays bounded."""
+    """One lane of work done behind the model, in one thread (each batch's results
+    stitched, each section restored and written, then its file completed) while the model
+    runs the next tiles; at most :data:`BEHIND_QUEUE` items wait, so memory stays bounded."""
 
     def __init__(self):
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cryoem-denoise-behind")
@@ -634,16 +646,18 @@ def run_jobs(denoiser, jobs, options, progress=False):
     bar = progress_bar(total_tiles, f"apply ({len(todo)} files)", "tile", progress)
     many = len(jobs) > 1 or options.shard[1] > 1  # a shard is part of a run over many
     images = {}  # source -> its report images, taken as it was completed
-    # three stages, each in its own thread: the next file is read, measured and prepared
-    # (measure_file, one file ahead at most) while the model runs this one, and its results
-    # are stitched, restored and written and the previous file's outputs completed behind it
-    # (a few batches at most): bounded memory, and the model does not wait for either
-    ahead = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cryoem-denoise-ahead")
-    behind = _Behind()
-    completing = None  # (job, future) of the file being completed behind the model
+    # three stages at once: the next files are read, measured and prepared (measure_file)
+    # ahead while the model runs this one, and its results are stitched, restored and
+    # written and the previous files' outputs completed behind it, ``workers`` files at a
+    # time in each (a file's batches and completion keep to one lane behind, in order);
+    # the queues are short, so memory stays bounded and the model waits for neither
+    workers = stage_workers(denoiser)
+    ahead = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cryoem-denoise-ahead")
+    lanes = [_Behind() for _ in range(workers)]
+    completing = collections.deque()  # (job, future) of files being completed behind
 
     def collect():
-        job, future = completing
+        job, future = completing.popleft()
         try:
             rows, images[job.source] = future.result()
             report.rows.extend(rows)
@@ -653,27 +667,30 @@ def run_jobs(denoiser, jobs, options, progress=False):
             report.noise_levels[:] = [n for n in report.noise_levels if n.path != job.source]
 
     try:
-        pending = ahead.submit(measure_file, denoiser, todo[0], options) if todo else None
+        pending = collections.deque(ahead.submit(measure_file, denoiser, job, options)
+                                    for job in todo[:workers])
         for i, job in enumerate(todo):
-            measuring, pending = pending, (ahead.submit(measure_file, denoiser, todo[i + 1], options)
-                                           if i + 1 < len(todo) else None)
+            measuring = pending.popleft()
+            if i + workers < len(todo):
+                pending.append(ahead.submit(measure_file, denoiser, todo[i + workers], options))
             bar.set_postfix_str(job.source.name)
+            lane = lanes[i % workers]
             try:
                 opened = start_file(denoiser, job, options, bar.update, report.noise_levels,
-                                    measuring.result(), behind, report_images=many)
+                                    measuring.result(), lane, report_images=many)
             except Exception as exc:  # noqa: BLE001 - reported as this file's failure
                 _record_failure(report, job, exc)
                 continue
-            future = behind.submit(opened.complete)
-            if completing is not None:
+            completing.append((job, lane.submit(opened.complete)))
+            while len(completing) > workers:
                 collect()
-            completing = (job, future)
-        if completing is not None:
+        while completing:
             collect()
-    finally:  # interrupted: do not wait for the next file's measurement; let files the
+    finally:  # interrupted: do not wait for the next files' measurements; let files the
         # model is done with be completed
         ahead.shutdown(wait=False, cancel_futures=True)
-        behind.close()
+        for lane in lanes:
+            lane.close()
     bar.close()
     report.seconds = time.perf_counter() - started
     report.tiles = total_tiles
