@@ -22,7 +22,8 @@ on one, leaving the other cores to the two stages, as a GPU leaves the CPU to th
 ``--instant-side``: the same folder at that size with the network replaced by an instant
 one (its output is its input), so what is left is what bounds a run on a GPU, where the
 network's share is about 0.01 s per 4096² micrograph: the CPU stages' micrographs per
-second on this machine.
+second on this machine, with 1 and 2 files per stage (``--instant-workers``, apply's
+``--workers``), and each stage's seconds per file alone.
 
     python benchmarks/bench_pipeline.py --files 20 --side 2048
 
@@ -35,7 +36,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import Future
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 from common import quiet_tf, save
@@ -129,19 +132,71 @@ def one_setting(args):
 
 
 def instant(args, image, header, tmp):
-    """Micrographs per second of the CPU stages alone (the network's output is its input)."""
+    """Micrographs per second of the CPU stages alone (the network's output is its input)
+    at each ``--instant-workers`` setting, and each stage's seconds per file when they run
+    one after another."""
     files = write_folder(tmp / "instant_in", args.instant_files, args.instant_side, image,
                          header, seed=1)
     result = {"side": args.instant_side, "files": args.instant_files, "modes": {}}
     for mode, settings in MODES.items():
-        denoiser = Denoiser.load("default", precision=args.precision, **settings)
-        denoiser.tiles._run = lambda tiles: tiles[..., :1].copy()
-        seconds, _ = end_to_end(denoiser, files, tmp / f"instant_{mode}")
-        result["modes"][mode] = {"seconds_per_file": seconds / len(files),
-                                 "files_per_second": len(files) / seconds}
-        print(f"instant network, {mode}: {len(files)} files of {args.instant_side}², "
-              f"{len(files) / seconds:.2f} micrographs/s", flush=True)
+        row = result["modes"][mode] = {"workers": {}}
+        for workers in (int(w) for w in args.instant_workers.split(",")):
+            denoiser = Denoiser.load("default", precision=args.precision, workers=workers,
+                                     **settings)
+            denoiser.tiles._run = lambda tiles: tiles[..., :1].copy()
+            seconds, _ = end_to_end(denoiser, files, tmp / f"instant_{mode}_{workers}")
+            row["workers"][str(workers)] = {"seconds_per_file": seconds / len(files),
+                                            "files_per_second": len(files) / seconds}
+            print(f"instant network, {mode}, {workers} file(s) per stage: {len(files)} files "
+                  f"of {args.instant_side}², {len(files) / seconds:.2f} micrographs/s",
+                  flush=True)
+        row["stage_seconds_per_file"] = stages = stage_seconds(denoiser, files,
+                                                               tmp / f"stages_{mode}")
+        print(f"instant network, {mode}, one stage after another, seconds per file: "
+              + ", ".join(f"{k} {v:.2f}" for k, v in stages.items()), flush=True)
     return result
+
+
+class _Inline:
+    """An executor that runs each task at once, in the caller's thread, timing it into
+    ``totals[name]``."""
+
+    def __init__(self, totals, name):
+        self.totals, self.name = totals, name
+
+    def submit(self, fn, *args):
+        future = Future()
+        started = time.perf_counter()
+        try:
+            future.set_result(fn(*args))
+        except Exception as exc:  # noqa: BLE001 - handed over as the real executor would
+            future.set_exception(exc)
+        self.totals[self.name] += time.perf_counter() - started
+        return future
+
+    def shutdown(self, **_):
+        pass
+
+    close = shutdown
+
+
+def stage_seconds(denoiser, files, out):
+    """Seconds per file of each stage of ``run_jobs`` run one after another in this thread:
+    ``ahead`` (read, measure, prepare), ``network's thread`` (the rest of the main thread:
+    cutting tiles, filling batches; here with an instant network) and ``behind`` (stitch,
+    restore, write, complete, report images)."""
+    totals = {"ahead": 0.0, "network's thread": 0.0, "behind": 0.0}
+    out.mkdir()
+    options = apply_files.ApplyOptions(out_dir=out, overwrite=True)
+    jobs = apply_files.plan_jobs(files, options)
+    with mock.patch.object(apply_files, "ThreadPoolExecutor",
+                           lambda **_: _Inline(totals, "ahead")), \
+            mock.patch.object(apply_files, "_Behind", lambda: _Inline(totals, "behind")):
+        started = time.perf_counter()  # the denoiser is warm: end_to_end ran it
+        apply_files.run_jobs(denoiser, jobs, options)
+        seconds = time.perf_counter() - started
+    totals["network's thread"] = seconds - totals["ahead"] - totals["behind"]
+    return {k: v / len(files) for k, v in totals.items()}
 
 
 def main():
@@ -155,6 +210,8 @@ def main():
     p.add_argument("--instant-side", type=int, default=4096,
                    help="micrograph side for the instant-network run (0: none)")
     p.add_argument("--instant-files", type=int, default=8)
+    p.add_argument("--instant-workers", default="1,2",
+                   help="comma-separated files per stage (apply --workers) for the instant run")
     p.add_argument("--one", type=Path, help=argparse.SUPPRESS)  # a child: its part, as JSON
     args = p.parse_args()
     if args.one:
@@ -171,7 +228,8 @@ def main():
                             "--model-threads", str(threads), "--files", str(args.files),
                             "--side", str(args.side), "--precision", args.precision,
                             "--instant-side", str(args.instant_side if i == 0 else 0),
-                            "--instant-files", str(args.instant_files)], check=True)
+                            "--instant-files", str(args.instant_files),
+                            "--instant-workers", args.instant_workers], check=True)
             part = json.loads(part_file.read_text())
             for key in ("batch_size", "overlap", "margin", "instant"):
                 if key in part:

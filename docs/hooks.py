@@ -329,25 +329,38 @@ def critic():
 
 
 def known_truth_finetune():
-    """A fine-tune under selection against the shipped model on the second simulator's
-    fields (``bench_known_truth.py --compare``): PSNR and fine-scale power per cell, then the
-    paper's protocol."""
-    data = result("known_truth_finetune.json")
+    """The fine-tunes under selection against the shipped model on the second simulator's
+    fields (``bench_known_truth.py --compare``, each run with ``--model`` the fine-tune and
+    ``--compare default``): PSNR and fine-scale power per cell, then the paper's protocol."""
+    names = {"known_truth_finetune.json": "detector + contrast",
+             "known_truth_finetune_detector.json": "detector only"}
+    runs = {name: result(file) for file, name in names.items()}
+    first = next(iter(runs.values()))
     rows = []
-    for key, cell in data["summary"].items():
+    for key in first["summary"]:
         detector, dose = key.split("|")
-        shipped, tuned = cell["compare"], cell["ours"]
-        rows.append([detector.replace("_", " "), dose, f"{shipped['psnr']:.2f}",
-                     f"{tuned['psnr']:.2f}", f"{tuned['psnr'] - shipped['psnr']:+.2f}",
-                     ratio(shipped["hf_power"]), ratio(tuned["hf_power"])])
+        shipped = first["summary"][key]["compare"]
+        row = [detector.replace("_", " "), dose, f"{shipped['psnr']:.2f}"]
+        for data in runs.values():
+            tuned = data["summary"][key]["ours"]
+            row += [f"{tuned['psnr']:.2f} ({tuned['psnr'] - shipped['psnr']:+.2f})"]
+        row += [ratio(shipped["hf_power"])]
+        row += [ratio(data["summary"][key]["ours"]["hf_power"]) for data in runs.values()]
+        rows.append(row)
     rows.sort(key=lambda r: (r[0], float(r[1])))
-    for key, cell in sorted(data["gaussian_summary"].items(), key=lambda kv: float(kv[0])):
-        shipped, tuned = cell["compare"]["psnr_plain"], cell["ours"]["psnr_plain"]
-        rows.append(["Gaussian (paper's protocol)", sigma(key), f"{shipped:.2f}", f"{tuned:.2f}",
-                     f"{tuned - shipped:+.2f}", "", ""])
-    return table(["detector", "e/px or σ", "shipped (dB)", "fine-tune (dB)", "difference",
-                  "fine power out / truth: shipped", "fine-tune"], rows), \
-        RESULTS / "known_truth_finetune.json"
+    for key in sorted(first["gaussian_summary"], key=float):
+        shipped = first["gaussian_summary"][key]["compare"]["psnr_plain"]
+        row = ["Gaussian (paper's protocol)", sigma(key), f"{shipped:.2f}"]
+        for data in runs.values():
+            tuned = data["gaussian_summary"][key]["ours"]["psnr_plain"]
+            row += [f"{tuned:.2f} ({tuned - shipped:+.2f})"]
+        rows.append(row + [""] * (1 + len(runs)))
+    head = (["detector", "e/px or σ", "shipped (dB)"]
+            + [f"{name} (dB, difference)" for name in runs]
+            + ["fine power out / truth: shipped"] + list(runs))
+    files = [RESULTS / file for file in names]
+    others = "\n\n".join(stamp(path) for path in files[1:])  # the first is stamped below
+    return f"{table(head, rows)}\n\n{others}", files[0]
 
 
 def real_micrographs():
@@ -672,9 +685,20 @@ def pipeline():
 def pipeline_instant():
     path = RESULTS / "pipeline.json"
     d = load(path)["instant"]
-    rows = [[mode, f"{d['files']} × {d['side']}²", f"{r['seconds_per_file']:.2f}",
-             f"{r['files_per_second']:.2f}"] for mode, r in d["modes"].items()]
-    return table(["run", "micrographs", "s per micrograph", "micrographs per second"],
+    rows = [[mode, f"{d['files']} × {d['side']}²", workers, f"{w['seconds_per_file']:.2f}",
+             f"{w['files_per_second']:.2f}"]
+            for mode, r in d["modes"].items() for workers, w in r["workers"].items()]
+    return table(["run", "micrographs", "files per stage (`--workers`)", "s per micrograph",
+                  "micrographs per second"], rows), path
+
+
+def pipeline_stages():
+    path = RESULTS / "pipeline.json"
+    d = load(path)["instant"]
+    stages = ["ahead", "network's thread", "behind"]
+    rows = [[mode, *(f"{r['stage_seconds_per_file'][k]:.2f}" for k in stages)]
+            for mode, r in d["modes"].items()]
+    return table(["run", *(f"{k} (s per {d['side']}² micrograph)" for k in stages)],
                  rows), path
 
 
@@ -685,6 +709,7 @@ TABLES = {
     "known-truth-finetune": known_truth_finetune,
     "pipeline": pipeline,
     "pipeline-instant": pipeline_instant,
+    "pipeline-stages": pipeline_stages,
     "fuzz-images": fuzz_images,
     "shipped-model": shipped_model,
     "heldout-draw0": heldout_draw0,
