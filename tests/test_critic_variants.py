@@ -14,30 +14,19 @@ from cryoem_denoise.config import FitConfig, tiny_config
 from cryoem_denoise.errors import ConfigError
 from cryoem_denoise.model import losses
 from cryoem_denoise.training.loop import check_resume_compatible
-
-
-def _batch(seed=0, n=2, tile=64):
-    rng = np.random.default_rng(seed)
-    clean = rng.uniform(0, 255, (n, tile, tile, 1)).astype(np.float32)
-    return (clean + rng.normal(0, 30, clean.shape)).astype(np.float32), clean
-
-
-def _numpy(v):
-    import keras
-
-    return keras.ops.convert_to_numpy(v)
+from training_batches import noisy_batch, to_numpy
 
 
 def test_penalty_arithmetic():
     # gradients of norm 2 and 1 per example: lambda * mean((2 - 1)^2, 0) over a batch of 2
     grads = np.zeros((2, 4, 4, 1), np.float32)
     grads[0, 0, 0, 0], grads[1, 1, 2, 0] = 2.0, 1.0
-    assert float(_numpy(losses.gradient_penalty(grads, 10.0, 2))) == pytest.approx(5.0, rel=1e-5)
+    assert float(to_numpy(losses.gradient_penalty(grads, 10.0, 2))) == pytest.approx(5.0, rel=1e-5)
     # a replica's share: its examples summed, divided by the global batch
-    assert float(_numpy(losses.gradient_penalty(grads[:1], 10.0, 2))) == pytest.approx(5.0)
+    assert float(to_numpy(losses.gradient_penalty(grads[:1], 10.0, 2))) == pytest.approx(5.0)
     real, fake = np.ones((2, 3, 3, 1), np.float32), -np.ones((2, 3, 3, 1), np.float32)
     eps = np.array([0.0, 0.25], np.float32).reshape(2, 1, 1, 1)
-    mixed = _numpy(losses.interpolate(real, fake, eps))
+    mixed = to_numpy(losses.interpolate(real, fake, eps))
     assert mixed.dtype == np.float32
     np.testing.assert_allclose(mixed[:, 0, 0, 0], [-1.0, -0.5])
 
@@ -64,7 +53,7 @@ def test_config_field_defaults_and_checks():
 def test_gradient_penalty_step_does_not_clip():
     cfg = tiny_config(batch_size=2, gradient_penalty=10.0)
     trainer = training.make_trainer(cfg)
-    noisy, clean = _batch()
+    noisy, clean = noisy_batch(n=2)
     out = trainer.train_step(noisy, clean)
     assert all(np.isfinite(float(v)) for v in out.values())
     assert float(out["d_penalty"]) > 0
@@ -72,7 +61,7 @@ def test_gradient_penalty_step_does_not_clip():
     assert float(out["d_loss"]) == pytest.approx(
         -float(out["wasserstein"]) + float(out["d_penalty"]), rel=1e-4, abs=1e-6)
     trainer.sync()
-    largest = max(np.abs(_numpy(v.value)).max() for v in trainer.critic.trainable_variables)
+    largest = max(np.abs(to_numpy(v.value)).max() for v in trainer.critic.trainable_variables)
     assert largest > 10 * cfg.train.clip  # initialised N(0, 0.02) and left unclipped
     eps = np.random.default_rng(1).uniform(0, 1, (2, 1, 1, 1)).astype(np.float32)
     fake = np.random.default_rng(2).uniform(0, 255, noisy.shape).astype(np.float32)
@@ -94,12 +83,12 @@ def test_no_penalty_leaves_the_clipped_step(monkeypatch):
         raise AssertionError("penalty computed with gradient_penalty = 0")
 
     monkeypatch.setattr(trainer, "_penalty", refuse)
-    out = trainer.train_step(*_batch())
+    out = trainer.train_step(*noisy_batch(n=2))
     assert "d_penalty" not in out
     assert float(out["wasserstein"]) == -float(out["d_loss"])
     trainer.sync()
     for v in trainer.critic.trainable_variables:
-        assert np.abs(_numpy(v.value)).max() <= cfg.train.clip + 1e-9
+        assert np.abs(to_numpy(v.value)).max() <= cfg.train.clip + 1e-9
 
 
 PENALTY = """

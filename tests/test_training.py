@@ -14,6 +14,7 @@ from cryoem_denoise.config import tiny_config
 from cryoem_denoise.errors import ConfigError, InputError, OutputError
 from cryoem_denoise.model import losses, model_store
 from cryoem_denoise.runtime import backend
+from training_batches import noisy_batch, to_numpy
 
 
 def _cli(*args, timeout=300):
@@ -33,23 +34,11 @@ def _invoke(*args):
     return SimpleNamespace(returncode=result.exit_code, stdout=result.stdout, stderr=result.stderr)
 
 
-def _batch(seed=0, n=4, tile=64):
-    rng = np.random.default_rng(seed)
-    clean = rng.uniform(0, 255, (n, tile, tile, 1)).astype(np.float32)
-    return (clean + rng.normal(0, 30, clean.shape)).astype(np.float32), clean
-
-
-def _numpy(v):
-    import keras
-
-    return keras.ops.convert_to_numpy(v)
-
-
 @pytest.mark.backends
 def test_step_clips_critic_and_learns():
     cfg = tiny_config(batch_size=4, g_lr=1e-3)
     trainer = training.make_trainer(cfg)
-    noisy, clean = _batch()
+    noisy, clean = noisy_batch()
     first = trainer.train_step(noisy, clean)
     for _ in range(15):
         out = trainer.train_step(noisy, clean)
@@ -57,7 +46,7 @@ def test_step_clips_critic_and_learns():
     assert float(out["g_content"]) < float(first["g_content"])
     trainer.sync()
     for v in trainer.critic.trainable_variables:
-        assert np.abs(_numpy(v.value)).max() <= cfg.train.clip + 1e-9
+        assert np.abs(to_numpy(v.value)).max() <= cfg.train.clip + 1e-9
     # the generator loss is the adversarial term plus lambda times the gray constraint
     assert float(out["g_loss"]) == pytest.approx(
         float(out["g_adversarial"]) + 0.1 * float(out["g_content"]), rel=1e-5)
@@ -65,13 +54,13 @@ def test_step_clips_critic_and_learns():
 
 @pytest.mark.backends
 def test_gray_constraint_readings():
-    _, clean = _batch(n=2)
+    _, clean = noisy_batch(n=2)
     x = losses.to_model_scale(clean)
     fake = x + 0.1
     sums = {}
     for scale in ("model", "unit255"):
         for reduction in ("sum", "mean"):
-            sums[scale, reduction] = _numpy(losses.gray_constraint(x, fake, scale, reduction))
+            sums[scale, reduction] = to_numpy(losses.gray_constraint(x, fake, scale, reduction))
     np.testing.assert_allclose(sums["model", "sum"], 0.01 * 64 * 64, rtol=1e-4)
     np.testing.assert_allclose(sums["model", "mean"], 0.01, rtol=1e-4)
     np.testing.assert_allclose(sums["unit255", "mean"], 12.75 ** 2, rtol=1e-4)
@@ -82,7 +71,7 @@ def test_gray_constraint_readings():
 def test_generator_uses_one_batch_with_several_critic_updates():
     """With n_critic > 1 the generator step sees the last batch_size crops, averaged over
     batch_size (the content term does not grow with n_critic)."""
-    noisy, clean = _batch(n=6)
+    noisy, clean = noisy_batch(n=6)
     content = {}
     for n_critic, (a, b) in ((3, (0, 6)), (1, (4, 6))):
         cfg = tiny_config(batch_size=2, n_critic=n_critic)
@@ -100,7 +89,7 @@ def test_generator_uses_one_batch_with_several_critic_updates():
 def test_step_variants_run(setting):
     cfg = tiny_config(batch_size=2, **setting)
     trainer = training.make_trainer(cfg)
-    noisy, clean = _batch(n=2 * cfg.train.n_critic)
+    noisy, clean = noisy_batch(n=2 * cfg.train.n_critic)
     out = trainer.train_step(noisy, clean)
     assert all(np.isfinite(float(v)) for v in out.values())
     if setting.get("precision") == "mixed_float16":  # loss scaling wraps both optimisers
@@ -195,7 +184,7 @@ def test_sigkill_then_resume_equals_uninterrupted(clean_mrc, tmp_path):
     g_res, _ = model_store.load_generator(out)
     assert len(g_ref.weights) == len(g_ref.trainable_weights) + len(g_ref.non_trainable_weights)
     for a, b in zip(g_ref.weights, g_res.weights):
-        np.testing.assert_array_equal(_numpy(a.value), _numpy(b.value))
+        np.testing.assert_array_equal(to_numpy(a.value), to_numpy(b.value))
     # the checkpoints (critic and optimisers too) are bit-identical
     ref_state = model_store.load_checkpoint(model_store.checkpoint_paths(tmp_path / "ref")[-1][1])
     res_state = model_store.load_checkpoint(model_store.checkpoint_paths(out)[-1][1])
