@@ -146,12 +146,6 @@ def iter_tiles(image, grid):
             yield image[y:y + t, x:x + t]
 
 
-def _profiles(weights):
-    """``(index, profiles)``: each tile's profile number and the distinct 1D profiles."""
-    profiles, index = np.unique(np.asarray(weights, np.float64), axis=0, return_inverse=True)
-    return index.ravel().tolist(), profiles
-
-
 class Stitcher:
     """Blend tiles, given in row-major order, into a preallocated 2D output.
 
@@ -175,16 +169,9 @@ class Stitcher:
         self.out = np.empty(grid.shape, dtype=np.float32) if out is None else out
         if self.out.shape != tuple(grid.shape):
             raise ValueError(f"output shape {self.out.shape} does not match the grid {grid.shape}")
-        # tiles along an axis share a few distinct weight profiles (the first, the inner
-        # ones, the last): each 2D weight is made once per pair of profiles (float64, as the
-        # band: the weights of a pixel sum to 1 exactly, so a tile passed through unchanged
-        # comes out bit for bit)
-        (self._ky, self._profiles_y), (self._kx, self._profiles_x) = (
-            _profiles(w) for w in grid.weights())
-        self._weights = {}
+        self._wy, self._wx = grid.weights()
         width = grid.padded_shape[1]
         self._band = np.zeros((grid.tile, width), dtype=np.float64)
-        self._product = np.empty((grid.tile, grid.tile), dtype=np.float64)
         self._band_start = 0
         self._index = 0
 
@@ -215,11 +202,8 @@ class Stitcher:
             self._flush(y)
         off = y - self._band_start
         t = grid.tile
-        key = (self._ky[r], self._kx[c])
-        if key not in self._weights:
-            self._weights[key] = np.outer(self._profiles_y[key[0]], self._profiles_x[key[1]])
-        np.multiply(tile, self._weights[key], out=self._product)
-        self._band[off:off + t, x:x + t] += self._product
+        self._band[off:off + t, x:x + t] += (np.asarray(tile, dtype=np.float64)
+                                            * self._wy[r][:, None] * self._wx[c][None, :])
         self._index += 1
 
     @property
