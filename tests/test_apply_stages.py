@@ -41,6 +41,7 @@ def _files(out):
     return sorted(p.name for p in out.iterdir())
 
 
+@pytest.mark.backends
 def test_three_stages_write_what_one_file_at_a_time_writes(denoiser, folder, tmp_path):
     jobs, report = _run(denoiser, folder, tmp_path / "staged")
     assert len(report.done) == 4 and not report.failed
