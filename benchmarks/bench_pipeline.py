@@ -6,7 +6,9 @@ and stitching tiles, writing outputs, the noise estimate and the report. A folde
 places, so no two are equal) is denoised with the shipped model end to end
 (``apply_files.run_jobs``, as ``apply DIR`` runs it), and the network alone is timed on full
 batches of the same number of tiles. The ratio end-to-end / pure is the overhead (a partial
-last batch per file counts against it).
+last batch per file counts against it). The network's calls are also timed within the run:
+the share of the run they fill (does the network wait?) and their total against pure
+(does the work beside it slow it down?).
 
 Two modes: ``measured`` (apply's defaults: each file's noise spectrum measured, the image
 whitened, binned from its super-resolution 0.667 Å/px into the trained pixel sizes, hot
@@ -72,27 +74,41 @@ def pure_seconds(denoiser, shape, tiles):
 
 
 def end_to_end(denoiser, files, out):
-    """Seconds of ``run_jobs`` over ``files`` (after a warm-up on the first) and its report."""
+    """Seconds of ``run_jobs`` over ``files`` (after a warm-up on the first), its report, and
+    the seconds the network's calls took within the run."""
     out.mkdir()
     options = apply_files.ApplyOptions(out_dir=out, overwrite=True)
     warm = apply_files.plan_jobs(files[:1], options)
     apply_files.run_jobs(denoiser, warm, options)  # compile and warm up
     jobs = apply_files.plan_jobs(files, options)
-    started = time.perf_counter()
-    report = apply_files.run_jobs(denoiser, jobs, options)
-    seconds = time.perf_counter() - started
+    network, calls = denoiser.tiles._run, []
+
+    def timed(tiles):
+        started = time.perf_counter()
+        result = network(tiles)
+        calls.append(time.perf_counter() - started)
+        return result
+
+    denoiser.tiles._run = timed
+    try:
+        started = time.perf_counter()
+        report = apply_files.run_jobs(denoiser, jobs, options)
+        seconds = time.perf_counter() - started
+    finally:
+        denoiser.tiles._run = network
     assert len(report.done) == len(files), report.failed
-    return seconds, report
+    return seconds, report, sum(calls)
 
 
 def run_mode(denoiser, files, out, side, header):
     """End to end and pure seconds of one mode over ``files``."""
-    seconds, report = end_to_end(denoiser, files, out)
+    seconds, report, network = end_to_end(denoiser, files, out)
     shape = denoiser.model_shape((side, side), header.pixel_size)
     pure, tile = pure_seconds(denoiser, shape, report.tiles)
     return {"tiles": report.tiles, "model_shape": list(shape), "tile": tile,
             "end_to_end_seconds": seconds, "pure_seconds": pure,
-            "end_to_end_over_pure": seconds / pure, "seconds_per_file": seconds / len(files)}
+            "end_to_end_over_pure": seconds / pure, "seconds_per_file": seconds / len(files),
+            "network_seconds_in_run": network, "network_busy": network / seconds}
 
 
 def write_folder(folder, count, side, image, header, seed=0):
@@ -125,7 +141,10 @@ def one_setting(args):
             print(f"model threads {args.model_threads or 'all'}, {mode}: {args.files} files of "
                   f"{args.side}², {row['tiles']} tiles of {row['tile']}², end to end "
                   f"{row['end_to_end_seconds']:.1f} s, pure compute {row['pure_seconds']:.1f} s, "
-                  f"ratio {row['end_to_end_over_pure']:.2f}", flush=True)
+                  f"ratio {row['end_to_end_over_pure']:.2f}; the network busy "
+                  f"{row['network_busy']:.0%} of the run, its calls "
+                  f"{row['network_seconds_in_run'] / row['pure_seconds']:.2f}x its time alone",
+                  flush=True)
         if args.instant_side:
             part["instant"] = instant(args, image, header, Path(tmp))
     return part
@@ -144,7 +163,7 @@ def instant(args, image, header, tmp):
             denoiser = Denoiser.load("default", precision=args.precision, workers=workers,
                                      **settings)
             denoiser.tiles._run = lambda tiles: tiles[..., :1].copy()
-            seconds, _ = end_to_end(denoiser, files, tmp / f"instant_{mode}_{workers}")
+            seconds, _, _ = end_to_end(denoiser, files, tmp / f"instant_{mode}_{workers}")
             row["workers"][str(workers)] = {"seconds_per_file": seconds / len(files),
                                             "files_per_second": len(files) / seconds}
             print(f"instant network, {mode}, {workers} file(s) per stage: {len(files)} files "

@@ -676,10 +676,12 @@ def pipeline():
                          f"{r.get('tile', d.get('tile'))} / {d['overlap']}, batch ≤ "
                          f"{d['batch_size']}", f"{r['end_to_end_seconds']:.1f}",
                          f"{r['pure_seconds']:.1f}", f"{r['end_to_end_over_pure']:.2f}",
-                         f"{r['seconds_per_file']:.2f}"])
+                         f"{r['seconds_per_file']:.2f}", f"{r['network_busy']:.0%}",
+                         f"{r['network_seconds_in_run'] / r['pure_seconds']:.2f}"])
     return table(["run", "network's cores", "micrographs → model's image", "tiles",
                   "tile / overlap, batch", "end to end (s)", "pure compute (s)",
-                  "end to end / pure", "s per micrograph"], rows), path
+                  "end to end / pure", "s per micrograph", "network busy",
+                  "network's calls / pure"], rows), path
 
 
 def pipeline_instant():
